@@ -1,0 +1,235 @@
+"""The artifact's signal DAG as a networkx graph, checked: references, edge types, cycles, indicators.
+
+Schema validation (pydantic) says each field is well formed; this module says the fields make a
+strategy: every reference resolves, every edge carries the type its consumer expects, there is
+no cycle, every indicator exists with valid parameters. The strategy kernel compiles the same
+`SignalGraph`, so what is checked here is exactly what runs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from artifacts.errors import ArtifactGraphError, Problem
+from artifacts.schema import (
+    PRICE_COLUMNS,
+    Artifact,
+    Condition,
+    IndicatorNode,
+    LookbackNode,
+    RisingNode,
+    ValueType,
+)
+from indicators.errors import IndicatorError
+from indicators.registry import get_indicator, validate_params
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class IndicatorBinding:
+    """An indicator node resolved against the registry: which columns feed it, which output it shows."""
+
+    fn: str
+    inputs: tuple[str, ...]  # node ids or price columns, one per indicator input
+    params: Mapping[str, int | float]
+    output: str
+    output_index: int
+    warmup: int
+
+
+@dataclass
+class SignalGraph:
+    """The checked DAG: `graph` has node ids and price columns as vertices, edges point downstream."""
+
+    graph: nx.DiGraph
+    order: tuple[str, ...]  # node ids in a deterministic topological order (columns excluded)
+    types: dict[str, ValueType]
+    indicators: dict[str, IndicatorBinding] = field(default_factory=dict)
+    warmup: int = 0  # bars before every node has a defined value (longest path of warm-ups)
+    columns: tuple[str, ...] = ()
+
+    def downstream(self, node: str) -> set[str]:
+        return set(nx.descendants(self.graph, node))
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _rule_refs(artifact: Artifact) -> list[tuple[str, str, ValueType]]:
+    """References made by entry/exit rules, as (field path, ref, expected type)."""
+    refs: list[tuple[str, str, ValueType]] = []
+
+    def condition(path: str, cond: str | Condition | None) -> None:
+        if cond is None:
+            return
+        if isinstance(cond, str):
+            refs.append((path, cond, "bool"))
+        else:
+            refs.append((f"{path}.node", cond.node, "float"))
+            if isinstance(cond.value, str):
+                refs.append((f"{path}.value", cond.value, "float"))
+
+    condition("entry.when", artifact.entry.when)
+    condition("exit.when", artifact.exit.when)
+    if artifact.exit.stop_loss is not None and artifact.exit.stop_loss.level is not None:
+        refs.append(("exit.stop_loss.level", artifact.exit.stop_loss.level, "float"))
+    return refs
+
+
+def _node_warmup(node_id: str, artifact: Artifact, bindings: Mapping[str, IndicatorBinding]) -> int:
+    node = artifact.nodes[node_id]
+    if node_id in bindings:
+        return bindings[node_id].warmup
+    if isinstance(node, LookbackNode | RisingNode):
+        return node.bars
+    return 0
+
+
+def check(
+    artifact: Artifact, source: str = "<artifact>", lines: Mapping[Loc, int] | None = None
+) -> SignalGraph:
+    """Build and check the signal DAG; raise ArtifactGraphError listing every problem found."""
+    lines = lines or {}
+    problems: list[Problem] = []
+
+    def line(*loc: str | int) -> int | None:
+        for cut in range(len(loc), 0, -1):
+            if loc[:cut] in lines:
+                return lines[loc[:cut]]
+        return None
+
+    g: nx.DiGraph = nx.DiGraph()
+    types: dict[str, ValueType] = {c: "float" for c in PRICE_COLUMNS}
+    for node_id, node in artifact.nodes.items():
+        g.add_node(node_id, kind=node.kind)
+        types[node_id] = node.output_type()
+
+    bindings: dict[str, IndicatorBinding] = {}
+    for node_id, node in artifact.nodes.items():
+        if isinstance(node, IndicatorNode):
+            try:
+                spec = get_indicator(node.fn)
+                params = validate_params(node.fn, node.params)
+            except IndicatorError as exc:
+                problems.append(Problem(f"nodes.{node_id}.fn", str(exc), line("nodes", node_id)))
+                continue
+            inputs = tuple(node.inputs) if node.inputs else tuple(spec.inputs)
+            if len(inputs) != len(spec.inputs):
+                problems.append(
+                    Problem(
+                        f"nodes.{node_id}.inputs",
+                        f"{spec.name} takes {len(spec.inputs)} input(s) ({', '.join(spec.inputs)}), "
+                        f"got {len(inputs)}: list them in that order or omit inputs to use the price columns",
+                        line("nodes", node_id, "inputs"),
+                    )
+                )
+                continue
+            if node.output is None and len(spec.outputs) > 1:
+                problems.append(
+                    Problem(
+                        f"nodes.{node_id}.output",
+                        f"{spec.name} has several outputs ({', '.join(spec.outputs)}): choose one with output:",
+                        line("nodes", node_id),
+                    )
+                )
+                continue
+            output = node.output or spec.outputs[0]
+            if output not in spec.outputs:
+                problems.append(
+                    Problem(
+                        f"nodes.{node_id}.output",
+                        f"{spec.name} has no output {output!r}; outputs: {', '.join(spec.outputs)}",
+                        line("nodes", node_id, "output"),
+                    )
+                )
+                continue
+            bindings[node_id] = IndicatorBinding(
+                fn=spec.name,
+                inputs=inputs,
+                params=params,
+                output=output,
+                output_index=spec.outputs.index(output),
+                warmup=spec.warmup(params),
+            )
+
+    edges: list[tuple[str, str, str, ValueType]] = []  # (ref, consumer, field path, expected type)
+    for node_id, node in artifact.nodes.items():
+        if isinstance(node, IndicatorNode):
+            if node_id not in bindings:
+                continue  # already reported above
+            node_refs = [(f"inputs[{i}]", r, "float") for i, r in enumerate(bindings[node_id].inputs)]
+        else:
+            node_refs = node.refs()
+        for fld, ref, expected in node_refs:
+            edges.append((ref, node_id, f"nodes.{node_id}.{fld}", expected))
+    rule_refs = _rule_refs(artifact)
+
+    known = sorted(types)
+    used_columns: set[str] = set()
+    for ref, dst, path, expected in edges:
+        if ref not in types:
+            problems.append(
+                Problem(path, f"unknown node or column {ref!r}{_suggest(ref, known)}", line("nodes", dst))
+            )
+            continue
+        if types[ref] != expected:
+            problems.append(
+                Problem(
+                    path,
+                    f"type mismatch: {ref!r} gives {types[ref]} but {dst!r} needs {expected} here",
+                    line("nodes", dst),
+                )
+            )
+        if ref in PRICE_COLUMNS:
+            used_columns.add(ref)
+        g.add_edge(ref, dst, field=path, type=types[ref])
+    for path, ref, expected in rule_refs:
+        root = path.split(".")
+        if ref not in types:
+            problems.append(
+                Problem(path, f"unknown node or column {ref!r}{_suggest(ref, known)}", line(*root))
+            )
+        elif types[ref] != expected:
+            problems.append(
+                Problem(path, f"type mismatch: {ref!r} gives {types[ref]} but {path} needs {expected}", line(*root))
+            )
+        elif ref in PRICE_COLUMNS:
+            used_columns.add(ref)
+
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = []
+    if cycle:
+        names = [u for u, _ in cycle] + [cycle[0][0]]
+        problems.append(
+            Problem(
+                f"nodes.{cycle[0][0]}",
+                f"cycle in the signal graph: {' -> '.join(names)}; a node cannot depend on itself",
+                line("nodes", cycle[0][0]),
+            )
+        )
+    if problems:
+        raise ArtifactGraphError(source, problems)
+
+    order = tuple(n for n in nx.lexicographical_topological_sort(g) if n in artifact.nodes)
+    depth: dict[str, int] = {c: 0 for c in PRICE_COLUMNS}
+    for n in order:
+        preds = [depth[p] for p in g.predecessors(n)]
+        depth[n] = max(preds, default=0) + _node_warmup(n, artifact, bindings)
+    warmup = max((depth[n] for n in order), default=0)
+    return SignalGraph(
+        graph=g,
+        order=order,
+        types={n: types[n] for n in order},
+        indicators=bindings,
+        warmup=warmup,
+        columns=tuple(c for c in PRICE_COLUMNS if c in used_columns or g.has_node(c)),
+    )

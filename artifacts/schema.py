@@ -1,0 +1,395 @@
+"""The artifact contract `stratagem/v1`: pydantic models of the strategy YAML.
+
+An artifact is everything the runtime needs to trade a strategy with no LLM in the loop: the
+instrument, a typed signal DAG (`nodes`), entry / exit / risk rules, order templates and the
+provenance of how it was made. Models are strict (`extra="forbid"`) so a typo is an error,
+never a silently ignored field. Evolution rules: a new field needs a default; changing the
+meaning of a field bumps `SCHEMA_VERSION` and comes with a migration and a test.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION: Final[str] = "stratagem/v1"
+
+#: Data columns every bar source provides; node inputs may name them directly.
+PRICE_COLUMNS: Final[tuple[str, ...]] = ("open", "high", "low", "close", "volume")
+
+NODE_ID_RE: Final = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+_DURATION_RE: Final = re.compile(r"^\s*(\d+)\s*(bars?|s|m|h|d)\s*$")
+
+ValueType = Literal["float", "bool"]
+CompareOp = Literal["<", "<=", ">", ">=", "==", "!="]
+
+
+class Strict(BaseModel):
+    """Base for every artifact model: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Duration(Strict):
+    """A length of time in bars or wall units, written `"3 bars"`, `"90m"`, `"4h"`, `"2d"`."""
+
+    count: int = Field(ge=1)
+    unit: Literal["bars", "s", "m", "h", "d"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        if isinstance(value, str):
+            m = _DURATION_RE.match(value)
+            if not m:
+                raise ValueError(
+                    f"invalid duration {value!r}: write a whole number and a unit, "
+                    "e.g. '3 bars', '90m', '4h', '2d'"
+                )
+            unit = "bars" if m.group(2).startswith("bar") else m.group(2)
+            return {"count": int(m.group(1)), "unit": unit}
+        return value
+
+    def bars(self, timeframe_ns: int) -> int:
+        """The duration as a whole number of bars (rounded up) of the given timeframe."""
+        if self.unit == "bars":
+            return self.count
+        unit_ns = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+        total = self.count * unit_ns[self.unit]
+        return -(-total // timeframe_ns)
+
+    def __str__(self) -> str:
+        return f"{self.count} bars" if self.unit == "bars" else f"{self.count}{self.unit}"
+
+
+class Instrument(Strict):
+    """What is traded, where, on which bar size; increments convert prices/sizes to ticks/lots."""
+
+    venue: str = Field(min_length=1)
+    symbol: str = Field(min_length=1)
+    timeframe: str = Field(pattern=r"^\d+(s|m|h|d|w)$")
+    kind: Literal["spot", "perp", "future"] = "spot"
+    price_increment: Decimal = Field(default=Decimal("0.01"), gt=0)
+    size_increment: Decimal = Field(default=Decimal("0.0001"), gt=0)
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+class NodeBase(Strict):
+    """A node of the signal DAG. `refs()` lists the inputs with the type each must have."""
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        """(field, referenced node or column, expected value type) for every input."""
+        return []
+
+    def output_type(self) -> ValueType:
+        return "bool"
+
+
+class IndicatorNode(NodeBase):
+    """A technical indicator (TA-Lib name or one of ours) over price columns or other nodes."""
+
+    kind: Literal["indicator"]
+    fn: str = Field(min_length=1)
+    inputs: list[str] = Field(default_factory=list)
+    params: dict[str, int | float] = Field(default_factory=dict)
+    output: str | None = None  # which output of a multi-output indicator (e.g. MACD: macdhist)
+
+    @field_validator("fn")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [(f"inputs[{i}]", r, "float") for i, r in enumerate(self.inputs)]
+
+    def output_type(self) -> ValueType:
+        return "float"
+
+
+class ThresholdNode(NodeBase):
+    """`input op value`, where value is a number or another float node."""
+
+    kind: Literal["threshold"]
+    input: str
+    op: CompareOp
+    value: float | str
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        out: list[tuple[str, str, ValueType]] = [("input", self.input, "float")]
+        if isinstance(self.value, str):
+            out.append(("value", self.value, "float"))
+        return out
+
+
+class CrossNode(NodeBase):
+    """True on the bar where `a` crosses `b` (above: a goes from <= b to > b; below: mirrored)."""
+
+    kind: Literal["cross"]
+    a: str
+    b: float | str
+    direction: Literal["above", "below"]
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        out: list[tuple[str, str, ValueType]] = [("a", self.a, "float")]
+        if isinstance(self.b, str):
+            out.append(("b", self.b, "float"))
+        return out
+
+
+class AllNode(NodeBase):
+    kind: Literal["all"]
+    inputs: list[str] = Field(min_length=1)
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [(f"inputs[{i}]", r, "bool") for i, r in enumerate(self.inputs)]
+
+
+class AnyNode(NodeBase):
+    kind: Literal["any"]
+    inputs: list[str] = Field(min_length=1)
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [(f"inputs[{i}]", r, "bool") for i, r in enumerate(self.inputs)]
+
+
+class NotNode(NodeBase):
+    kind: Literal["not"]
+    input: str
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [("input", self.input, "bool")]
+
+
+class RisingNode(NodeBase):
+    """True when the input rose (kind rising) or fell (kind falling) on each of the last `bars` bars."""
+
+    kind: Literal["rising", "falling"]
+    input: str
+    bars: int = Field(default=1, ge=1, le=10_000)
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [("input", self.input, "float")]
+
+
+class LookbackNode(NodeBase):
+    """The input's value `bars` bars ago (NaN until enough history)."""
+
+    kind: Literal["lookback"]
+    input: str
+    bars: int = Field(ge=1, le=10_000)
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [("input", self.input, "float")]
+
+    def output_type(self) -> ValueType:
+        return "float"
+
+
+class DrawingLevelNode(NodeBase):
+    """A horizontal price level drawn by the trader (e.g. on TradingView).
+
+    `touch`: the bar's [low, high] reaches within tolerance of the level; `above`/`below`: the
+    close is beyond the level by more than the tolerance.
+    """
+
+    kind: Literal["drawing_level"]
+    price: float = Field(gt=0)
+    tolerance_bps: float = Field(default=10.0, ge=0, le=10_000)
+    mode: Literal["touch", "above", "below"] = "touch"
+    source: str = "manual"
+    drawing_id: str | None = None
+
+
+Node = Annotated[
+    IndicatorNode
+    | ThresholdNode
+    | CrossNode
+    | AllNode
+    | AnyNode
+    | NotNode
+    | RisingNode
+    | LookbackNode
+    | DrawingLevelNode,
+    Field(discriminator="kind"),
+]
+
+NODE_KINDS: Final[tuple[str, ...]] = (
+    "indicator",
+    "threshold",
+    "cross",
+    "all",
+    "any",
+    "not",
+    "rising",
+    "falling",
+    "lookback",
+    "drawing_level",
+)
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+class Condition(Strict):
+    """An inline comparison `node op value`, usable where a bool node id is expected."""
+
+    node: str
+    op: CompareOp
+    value: float | str
+
+
+class OrderTemplate(Strict):
+    """How the entry order is placed, relative to the signal bar's close."""
+
+    type: Literal["market", "limit", "stop"] = "market"
+    offset_ticks: int = 0  # limit/stop price = signal close + offset_ticks * price_increment
+    tif: Literal["GTC", "IOC", "FOK", "GTD"] = "GTC"
+    timeout: Duration | None = None  # cancel an unfilled entry after this long
+
+    @model_validator(mode="after")
+    def _check(self) -> OrderTemplate:
+        if self.type == "market" and self.offset_ticks != 0:
+            raise ValueError("a market order has no price: remove offset_ticks or use type: limit")
+        if self.tif == "GTD" and self.timeout is None:
+            raise ValueError("tif GTD needs a timeout (e.g. timeout: '3 bars')")
+        return self
+
+
+class Entry(Strict):
+    """When to open a position (a bool node or an inline condition), which side, and how."""
+
+    when: str | Condition
+    side: Literal["long", "short"]
+    order: OrderTemplate = Field(default_factory=OrderTemplate)
+
+
+class StopLoss(Strict):
+    """Exactly one of: ATR multiple, percent of entry, fixed ticks, or a float node (a level)."""
+
+    atr_mult: float | None = Field(default=None, gt=0)
+    atr_period: int = Field(default=14, ge=1, le=1000)
+    pct: float | None = Field(default=None, gt=0, lt=100)
+    ticks: int | None = Field(default=None, gt=0)
+    level: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StopLoss:
+        chosen = [n for n in ("atr_mult", "pct", "ticks", "level") if getattr(self, n) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                f"stop_loss needs exactly one of atr_mult, pct, ticks, level; got {chosen or 'none'}"
+            )
+        return self
+
+
+class TakeProfit(Strict):
+    """A target at `r` multiples of the initial risk, or `pct` from entry; exits size_pct of the position."""
+
+    r: float | None = Field(default=None, gt=0)
+    pct: float | None = Field(default=None, gt=0)
+    size_pct: float = Field(default=100.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TakeProfit:
+        if (self.r is None) == (self.pct is None):
+            raise ValueError("a take_profit needs exactly one of r or pct")
+        return self
+
+
+class Exit(Strict):
+    """How a position ends: a stop-loss, a take-profit ladder, an exit condition, a time limit."""
+
+    stop_loss: StopLoss | None = None
+    take_profit: list[TakeProfit] = Field(default_factory=list)
+    when: str | Condition | None = None
+    time_exit: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Exit:
+        total = sum(tp.size_pct for tp in self.take_profit)
+        if total > 100.0 + 1e-9:
+            raise ValueError(f"take_profit size_pct adds up to {total:g} > 100")
+        if any(tp.r is not None for tp in self.take_profit) and self.stop_loss is None:
+            raise ValueError("take_profit in r multiples needs a stop_loss to define the risk R")
+        return self
+
+
+class Sizing(Strict):
+    """risk_pct: equity % lost if the stop is hit; pct_equity: notional as % equity; fixed: qty in base units."""
+
+    method: Literal["risk_pct", "pct_equity", "fixed"] = "risk_pct"
+    value: float = Field(default=0.5, gt=0)
+
+
+class Risk(Strict):
+    """Sizing and the strategy's own limits; account-level hard limits live in risk_limits.toml."""
+
+    risk_per_trade_pct: float | None = Field(default=None, gt=0, le=100)
+    sizing: Sizing | None = None
+    max_position_pct: float = Field(default=100.0, gt=0, le=1000)
+    max_daily_loss_pct: float | None = Field(default=None, gt=0, le=100)
+    max_consecutive_losses: int | None = Field(default=None, ge=1)
+    cooldown_bars: int = Field(default=0, ge=0)
+
+    def effective_sizing(self) -> Sizing:
+        """`sizing` if given, else risk_pct at risk_per_trade_pct (default 0.5 %)."""
+        if self.sizing is not None:
+            return self.sizing
+        return Sizing(method="risk_pct", value=self.risk_per_trade_pct or 0.5)
+
+
+class Backtest(Strict):
+    """Simulation settings used when the artifact is backtested or paper traded."""
+
+    initial_equity: float = Field(default=10_000.0, gt=0)
+    maker_fee_bps: float = Field(default=2.0, ge=-10, le=1000)
+    taker_fee_bps: float = Field(default=5.0, ge=0, le=1000)
+    slippage_ticks: int = Field(default=0, ge=0)
+    seed: int = 0
+
+
+class Provenance(Strict):
+    """How the artifact was made. Not part of the content hash: it describes, it does not act."""
+
+    compiler: str = "hand-written"
+    model: str | None = None
+    prompt_sha: str | None = None
+    tools: list[str] = Field(default_factory=list)
+    parent: str | None = None
+    created: str | None = None
+    notes: str | None = None
+
+
+class Artifact(Strict):
+    """A complete, self-contained strategy: the runtime needs nothing else (and no LLM)."""
+
+    schema_: Literal["stratagem/v1"] = Field(alias="schema")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    version: int = Field(ge=1)
+    description: str = ""
+    instrument: Instrument
+    nodes: dict[str, Node] = Field(min_length=1)
+    entry: Entry
+    exit: Exit = Field(default_factory=Exit)
+    risk: Risk = Field(default_factory=Risk)
+    backtest: Backtest = Field(default_factory=Backtest)
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_ids(cls, nodes: dict[str, Node]) -> dict[str, Node]:
+        for node_id in nodes:
+            if not NODE_ID_RE.match(node_id):
+                raise ValueError(
+                    f"node id {node_id!r} must be lower_snake_case (letters, digits, _), at most 64 chars"
+                )
+            if node_id in PRICE_COLUMNS:
+                raise ValueError(f"node id {node_id!r} shadows the data column of the same name: rename it")
+        return nodes

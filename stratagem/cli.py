@@ -1,0 +1,128 @@
+"""The `stratagem` command line: the front door to artifacts, backtests and (later) services.
+
+Exit codes: 0 success, 2 bad input (artifact, data, arguments: the message says where and how to
+fix it), 1 an unexpected internal error (a bug: please report it with the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stratagem.errors import format_user_error, user_error_types
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO_ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"
+
+
+def _parse_date_ns(text: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid date {text!r}: use ISO format, e.g. 2024-03-01 or 2024-03-01T12:00Z") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from artifacts.graph import check
+    from artifacts.io import content_hash, load_with_lines
+
+    for path in args.artifacts:
+        artifact, lines = load_with_lines(path)
+        graph = check(artifact, str(path), lines)
+        print(
+            f"{path}: OK  {artifact.name} v{artifact.version}  {len(artifact.nodes)} nodes, "
+            f"warm-up {graph.warmup} bars  sha256 {content_hash(artifact)[:16]}"
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from artifacts.io import json_schema
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stratagem.run import run_backtest_cli
+
+    return run_backtest_cli(
+        artifact_path=Path(args.artifact),
+        data_path=Path(args.data) if args.data else DEFAULT_DATA,
+        start_ns=args.start,
+        end_ns=args.end,
+        out_dir=Path(args.out) if args.out else None,
+        as_json=args.json,
+        plots=not args.no_plots,
+        quiet=args.quiet,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stratagem",
+        description="Compile, validate and run trading strategy artifacts deterministically.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "run",
+        help="backtest an artifact on bar data (default: the bundled sample data)",
+        description="Backtest ARTIFACT with the real strategy and order kernels on a simulated clock. "
+        "Writes logs, trades, metrics and plots to --out and prints a summary.",
+    )
+    p.add_argument("artifact", help="path to the artifact YAML, e.g. examples/rsi-reversion.yaml")
+    p.add_argument("--data", help=f"bars as CSV or parquet (default: {DEFAULT_DATA.relative_to(REPO_ROOT)})")
+    p.add_argument("--from", dest="start", type=_parse_date_ns, help="first bar time, ISO date (UTC)")
+    p.add_argument("--to", dest="end", type=_parse_date_ns, help="last bar time (exclusive), ISO date (UTC)")
+    p.add_argument("--out", help="output directory (default: runs/<name>-v<version>)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML plots")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "validate",
+        help="check artifacts: schema, references, types, cycles, indicators",
+        description="Validate one or more artifacts. Problems are printed as FILE:LINE: FIELD: MESSAGE.",
+    )
+    p.add_argument("artifacts", nargs="+", help="artifact YAML files")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the artifact JSON Schema (stratagem/v1)")
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if isinstance(exc, user_error_types()):
+            print(format_user_error(exc), file=sys.stderr)
+            return 2
+        raise
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""`stratagem run`: load and check an artifact, read the bars, backtest, write and print results."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from artifacts.graph import check
+from artifacts.io import load_with_lines
+from feeds.files import read_bars
+from stratagem.errors import StratagemError
+from strategy_kernel.backtest import BacktestResult, run_backtest
+from strategy_kernel.report import summary, trade_rows, write_reports
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, float):
+        return "n/a" if not math.isfinite(x) else f"{x:,.2f}"
+    return str(x)
+
+
+def print_table(result: BacktestResult, out_dir: Path, files: dict[str, Path]) -> None:
+    a = result.artifact
+    m = result.metrics
+    print(f"\n{a.name} v{a.version} ({result.artifact_hash[:12]}) on {a.instrument.symbol} {a.instrument.timeframe}")
+    s = summary(result)
+    print(f"bars {s['bars']:,}  from {s['from']}  to {s['to']}\n")
+    rows = [
+        ("equity", f"{m.start_equity:,.2f} -> {m.end_equity:,.2f}"),
+        ("total return %", _fmt(m.total_return_pct)),
+        ("CAGR %", _fmt(m.cagr_pct)),
+        ("Sharpe / Sortino", f"{_fmt(m.sharpe)} / {_fmt(m.sortino)}"),
+        ("max drawdown %", f"{_fmt(m.max_drawdown_pct)} ({m.max_drawdown_bars} bars)"),
+        ("trades / win rate %", f"{m.trades} / {_fmt(m.win_rate_pct)}"),
+        ("profit factor", _fmt(m.profit_factor)),
+        ("expectancy / avg R", f"{_fmt(m.expectancy)} / {_fmt(m.avg_r)}"),
+        ("exposure %", _fmt(m.exposure_pct)),
+        ("fees paid", _fmt(m.fees_paid)),
+        ("risk refusals", str(len(result.refusals))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    trades = trade_rows(result)
+    if trades:
+        print(f"\nlast {min(5, len(trades))} of {len(trades)} trades:")
+        print(f"  {'entry (UTC)':<20} {'side':<5} {'entry':>11} {'exit':>11} {'pnl':>10}  reason")
+        for t in trades[-5:]:
+            print(
+                f"  {t['entry_time']:<20} {t['side']:<5} {t['entry_price']:>11,.2f} "
+                f"{(t['exit_price'] or 0):>11,.2f} {t['pnl']:>10,.2f}  {t['exit_reason']}"
+            )
+    print(f"\nlogs and reports in {out_dir}/:")
+    for name in ("strategy.log.jsonl", "orders.log"):
+        print(f"  {name}")
+    for p in files.values():
+        print(f"  {p.name}")
+
+
+def run_backtest_cli(
+    *,
+    artifact_path: Path,
+    data_path: Path,
+    start_ns: int | None,
+    end_ns: int | None,
+    out_dir: Path | None,
+    as_json: bool,
+    plots: bool,
+    quiet: bool,
+) -> int:
+    artifact, lines = load_with_lines(artifact_path)
+    graph = check(artifact, str(artifact_path), lines)
+    bars = read_bars(data_path, start_ns=start_ns, end_ns=end_ns)
+    final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}"
+    if final_dir.exists() and not final_dir.is_dir():
+        raise StratagemError(f"--out {final_dir} exists and is not a directory; choose another path")
+    # Write into a temporary sibling and move it into place at the end: nothing half-written.
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
+    try:
+        show = not quiet and not as_json and sys.stderr.isatty()
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=bars.height, unit="bar", desc="backtest", file=sys.stderr, mininterval=0.2)
+            result = run_backtest(artifact, graph, bars, out_dir=tmp, progress=lambda i: bar.update(1))
+            bar.close()
+        else:
+            result = run_backtest(artifact, graph, bars, out_dir=tmp)
+        files = write_reports(result, tmp, png=plots, html=plots)
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        tmp.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = {k: final_dir / p.name for k, p in files.items()}
+    if as_json:
+        data = summary(result)
+        data["out_dir"] = str(final_dir)
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print_table(result, final_dir, files)
+    return 0

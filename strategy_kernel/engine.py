@@ -1,0 +1,357 @@
+"""The strategy kernel: evaluates the artifact's DAG on each bar and turns decisions into commands.
+
+It is transport-agnostic: `on_bar` and `on_event` return the commands to send; the caller moves
+them in-process (backtest) or over ZeroMQ (live). It never sees a wall clock: every timestamp
+comes from the bar or the event. Decisions are made on a bar's close and sent with the close
+timestamp, so the order kernel can fill them on the next bar at the earliest (no look-ahead).
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+from dataclasses import dataclass, field
+
+from artifacts.graph import SignalGraph
+from artifacts.schema import Artifact, Condition
+from indicators.nodes import BarValues, compare
+from indicators.streaming import make_stream
+from order_kernel import messages as m
+from order_kernel.spec import OrderType, Side, TimeInForce
+from strategy_kernel.log import StrategyLog
+from strategy_kernel.risk import RiskState, plan_entry
+from strategy_kernel.state import Phase, Trigger, next_phase
+
+NS_PER_DAY = 86_400_000_000_000
+
+
+@dataclass
+class Fill:
+    ts_ns: int
+    side: Side
+    qty: int
+    price: int
+    fee: int
+    role: str  # entry, sl, tp1.., exit, time
+
+
+@dataclass
+class Trade:
+    """One round trip from flat to flat, in ticks/lots/notional units (converted at the edge)."""
+
+    trade_id: str
+    side: str
+    entry_ts_ns: int
+    entry_qty: int = 0
+    entry_cost: int = 0  # sum qty*price of entry fills
+    exit_ts_ns: int = 0
+    exit_qty: int = 0
+    exit_cost: int = 0
+    fees: int = 0
+    stop_price: int | None = None
+    targets: list[int] = field(default_factory=list)
+    risk_units: int = 0  # |entry - stop| * qty at plan time, notional units
+    planned_qty: int = 0
+    exit_reason: str = ""
+    entry_bar: int = 0
+    exit_bar: int = 0
+
+    @property
+    def pnl(self) -> int:
+        gross = self.exit_cost - self.entry_cost
+        return (gross if self.side == "long" else -gross) - self.fees
+
+
+class StrategyKernel:
+    """Runs one artifact for one session. `bar_index` counts bars seen (the strategy's clock)."""
+
+    def __init__(
+        self,
+        artifact: Artifact,
+        graph: SignalGraph,
+        *,
+        session_id: str,
+        timeframe_ns: int,
+        log: StrategyLog | None = None,
+    ) -> None:
+        from strategy_kernel.dag import DagEvaluator
+
+        self.artifact = artifact
+        self.graph = graph
+        self.session_id = session_id
+        self.timeframe_ns = timeframe_ns
+        self.log = log or StrategyLog(None)
+        self.dag = DagEvaluator(artifact, graph)
+        self.price_inc = artifact.instrument.price_increment
+        self.size_inc = artifact.instrument.size_increment
+        self.unit_value = float(self.price_inc * self.size_inc)
+        sl = artifact.exit.stop_loss
+        self.atr = make_stream("ATR", {"period": sl.atr_period}) if sl and sl.atr_mult else None
+        # bars with an undefined value before the first decision: DAG and stop ATR run side by side
+        self.warmup = max(graph.warmup, self.atr.warmup if self.atr is not None else 0)
+        self.phase = Phase.IDLE
+        self.seq = 0
+        self.bar_index = -1
+        self.risk = RiskState(artifact.backtest.initial_equity, timeframe_ns)
+        self.position = 0  # signed lots, from the kernel's PositionUpdate
+        self.cost_basis = 0
+        self.realized = 0
+        self.fees_paid = 0
+        self.funding_paid = 0
+        self.last_close = 0
+        self.entry_id: str | None = None
+        self.entry_deadline_bar: int | None = None
+        self.exit_sent = False
+        self.trade: Trade | None = None
+        self.trades: list[Trade] = []
+        self.refusals: list[dict[str, object]] = []
+        self._trade_counter = 0
+        self._atr_value = math.nan
+
+    # ------------------------------------------------------------------ helpers
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _ticks(self, price: float) -> int:
+        return int(round(price / float(self.price_inc)))
+
+    def equity(self) -> float:
+        """Account equity in quote currency, marked at the last close."""
+        unreal = self.position * self.last_close - self.cost_basis
+        units = self.realized - self.fees_paid - self.funding_paid + unreal
+        return self.artifact.backtest.initial_equity + units * self.unit_value
+
+    def _cond(self, cond: str | Condition | None) -> bool:
+        if cond is None:
+            return False
+        v = self.dag.values
+        if isinstance(cond, str):
+            return bool(v[cond])
+        rhs = float(v[cond.value]) if isinstance(cond.value, str) else cond.value
+        return compare(cond.op, float(v[cond.node]), rhs)
+
+    def _transition(self, trigger: Trigger, ts_ns: int, why: str) -> None:
+        new = next_phase(self.phase, trigger)
+        self.log.append("phase", ts_ns, old=self.phase.name, new=new.name, trigger=trigger.name, why=why)
+        self.phase = new
+
+    def _refuse(self, ts_ns: int, rule: str, detail: str) -> None:
+        rec = {"bar": self.bar_index, "ts_ns": ts_ns, "rule": rule, "detail": detail}
+        self.refusals.append(rec)
+        self.log.append("refusal", ts_ns, rule=rule, detail=detail)
+
+    def _send(self, cmd: m.Message) -> m.Message:
+        self.log.append("command", cmd.ts_ns, msg=_builtins(cmd))
+        return cmd
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_bar(self, bar: BarValues) -> list[m.Message]:
+        """A bar closed: update nodes, step the state machine, return commands (ts = bar close)."""
+        self.bar_index += 1
+        ts = bar.ts_ns + self.timeframe_ns  # decisions happen at the bar's close
+        self.last_close = self._ticks(bar.close)
+        self.log.append("bar", bar.ts_ns, o=bar.open, h=bar.high, l=bar.low, c=bar.close, v=bar.volume)
+        changed = self.dag.on_bar(bar)
+        if changed:
+            self.log.append("nodes", ts, values={n: self.dag.values[n] for n in changed})
+        if self.atr is not None:
+            self._atr_value = self.atr.update(bar.open, bar.high, bar.low, bar.close, bar.volume)[0]
+        self.risk.on_bar(ts, self.equity())
+        out: list[m.Message] = []
+        if self.phase is Phase.EXITED:
+            self._transition(Trigger.NEXT_BAR, ts, "bookkeeping done")
+        if self.phase is Phase.IDLE:
+            if self.bar_index >= self.warmup:
+                self._transition(Trigger.WARMED_UP, ts, f"{self.warmup} warm-up bars seen")
+            else:
+                return out
+        if self.phase is Phase.LOOKING and self._cond(self.artifact.entry.when):
+            out.extend(self._enter(ts, bar))
+        elif self.phase is Phase.ENTERED:
+            if self.entry_deadline_bar is not None and self.bar_index >= self.entry_deadline_bar and self.entry_id:
+                self.log.append("decision", ts, action="cancel_entry", why="entry timeout")
+                out.append(self._send(m.CancelOrder(session_id=self.session_id, seq=self._next_seq(), ts_ns=ts, client_order_id=self.entry_id)))
+                self.entry_deadline_bar = None
+        elif self.phase is Phase.MANAGING and not self.exit_sent:
+            why = None
+            if self._cond(self.artifact.exit.when):
+                why = "exit"
+            te = self.artifact.exit.time_exit
+            if why is None and te is not None and self.trade is not None:
+                if self.bar_index - self.trade.entry_bar >= te.bars(self.timeframe_ns):
+                    why = "time"
+            if why is not None:
+                out.extend(self._exit(ts, why))
+        return out
+
+    def _enter(self, ts: int, bar: BarValues) -> list[m.Message]:
+        a = self.artifact
+        side = a.entry.side
+        tmpl = a.entry.order
+        close = self._ticks(bar.close)
+        ref = close + tmpl.offset_ticks if tmpl.type != "market" else close
+        level = None
+        if a.exit.stop_loss is not None and a.exit.stop_loss.level is not None:
+            level = float(self.dag.values[a.exit.stop_loss.level])
+        plan = plan_entry(
+            artifact=a,
+            side=side,
+            ref_ticks=ref,
+            atr=self._atr_value,
+            level=level,
+            equity=self.equity(),
+            risk=self.risk,
+            ts_ns=ts,
+        )
+        if isinstance(plan, str):
+            rule, _, detail = plan.partition(": ")
+            self._refuse(ts, rule, detail)
+            return []
+        self._trade_counter += 1
+        cid = f"{a.name}-{self._trade_counter}"
+        order_type = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP}[tmpl.type]
+        bracket = None
+        if plan.stop_ticks is not None or plan.targets:
+            bracket = m.Bracket(
+                stop_loss=plan.stop_ticks,
+                take_profits=tuple(m.TakeProfitLeg(price=p, qty=q) for p, q in plan.targets),
+            )
+        cmd = m.SubmitOrder(
+            session_id=self.session_id,
+            seq=self._next_seq(),
+            ts_ns=ts,
+            client_order_id=cid,
+            symbol=a.instrument.symbol,
+            side=Side.BUY if side == "long" else Side.SELL,
+            order_type=order_type,
+            qty=plan.lots,
+            price=ref if order_type == OrderType.LIMIT else None,
+            trigger_price=ref if order_type == OrderType.STOP else None,
+            tif=TimeInForce[tmpl.tif],
+            expire_ts_ns=(ts + tmpl.timeout.bars(self.timeframe_ns) * self.timeframe_ns)
+            if tmpl.tif == "GTD" and tmpl.timeout
+            else None,
+            bracket=bracket,
+            tag="entry",
+        )
+        self.entry_id = cid
+        self.entry_deadline_bar = (
+            self.bar_index + tmpl.timeout.bars(self.timeframe_ns) if tmpl.timeout and tmpl.tif != "GTD" else None
+        )
+        self.trade = Trade(
+            trade_id=cid,
+            side=side,
+            entry_ts_ns=0,
+            stop_price=plan.stop_ticks,
+            targets=[p for p, _ in plan.targets],
+            risk_units=plan.risk_units,
+            planned_qty=plan.lots,
+            entry_bar=self.bar_index,
+        )
+        self.log.append(
+            "decision", ts, action="enter", side=side, lots=plan.lots, ref=ref,
+            stop=plan.stop_ticks, targets=[list(t) for t in plan.targets], why="entry.when is true",
+        )
+        self._transition(Trigger.ENTRY_SENT, ts, cid)
+        return [self._send(cmd)]
+
+    def _exit(self, ts: int, why: str) -> list[m.Message]:
+        assert self.trade is not None
+        self.exit_sent = True
+        qty = abs(self.position)
+        self.log.append("decision", ts, action="exit", why=why, lots=qty)
+        cmds: list[m.Message] = []
+        if self.entry_id is not None and self.trade.entry_qty < self.trade.planned_qty:
+            cmds.append(self._send(m.CancelOrder(session_id=self.session_id, seq=self._next_seq(), ts_ns=ts, client_order_id=self.entry_id)))
+        if qty > 0:
+            cmds.append(
+                self._send(
+                    m.SubmitOrder(
+                        session_id=self.session_id,
+                        seq=self._next_seq(),
+                        ts_ns=ts,
+                        client_order_id=f"{self.trade.trade_id}.{why}",
+                        symbol=self.artifact.instrument.symbol,
+                        side=Side.SELL if self.position > 0 else Side.BUY,
+                        order_type=OrderType.MARKET,
+                        qty=qty,
+                        reduce_only=True,
+                        tag=why,
+                    )
+                )
+            )
+        return cmds
+
+    def on_event(self, ev: m.Message) -> list[m.Message]:
+        """An event from the order kernel; returns follow-up commands (none today, kept for symmetry)."""
+        self.log.append("event", ev.ts_ns, msg=_builtins(ev))
+        if isinstance(ev, m.PositionUpdate):
+            was_open = self.position != 0
+            self.position, self.cost_basis = ev.qty, ev.cost_basis
+            self.realized, self.fees_paid, self.funding_paid = ev.realized_pnl, ev.fees_paid, ev.funding_paid
+            if was_open and self.position == 0 and self.phase is Phase.MANAGING:
+                self._close_trade(ev.ts_ns)
+        elif isinstance(ev, m.OrderFilled):
+            self._on_fill(ev)
+        elif isinstance(ev, m.OrderCancelled | m.OrderExpired | m.OrderRejected | m.OrderDenied):
+            cid = ev.client_order_id
+            if cid == self.entry_id:
+                self.entry_id = None
+                self.entry_deadline_bar = None
+                if self.phase is Phase.ENTERED:
+                    self.trade = None
+                    self._transition(Trigger.ENTRY_ENDED, ev.ts_ns, f"{type(ev).__name__}")
+            if isinstance(ev, m.OrderDenied | m.OrderRejected):
+                self._refuse(ev.ts_ns, f"order_kernel.{ev.reason.name}", ev.detail)
+        return []
+
+    def _on_fill(self, ev: m.OrderFilled) -> None:
+        t = self.trade
+        if t is None:
+            self._refuse(ev.ts_ns, "unexpected_fill", f"fill for {ev.client_order_id} with no open trade")
+            return
+        t.fees += ev.fee
+        if ev.client_order_id == self.entry_id:
+            if t.entry_qty == 0:
+                t.entry_ts_ns = ev.ts_ns
+                t.entry_bar = self.bar_index + 1  # the fill happens inside the next bar
+            t.entry_qty += ev.qty
+            t.entry_cost += ev.qty * ev.price
+            if not ev.partial:
+                self.entry_id = None
+                self.entry_deadline_bar = None
+            self._transition(Trigger.ENTRY_FILLED, ev.ts_ns, ev.client_order_id)
+        else:
+            t.exit_ts_ns = ev.ts_ns
+            t.exit_bar = self.bar_index + 1
+            t.exit_qty += ev.qty
+            t.exit_cost += ev.qty * ev.price
+            role = ev.client_order_id.rsplit(".", 1)[-1] if "." in ev.client_order_id else "exit"
+            if role not in t.exit_reason.split("+"):
+                t.exit_reason = f"{t.exit_reason}+{role}" if t.exit_reason else role
+
+    def _close_trade(self, ts_ns: int) -> None:
+        t = self.trade
+        assert t is not None
+        self.trades.append(t)
+        self.risk.on_trade_closed(ts_ns, t.pnl * self.unit_value, self.artifact.risk.cooldown_bars)
+        self.log.append(
+            "trade", ts_ns, trade_id=t.trade_id, side=t.side, pnl_units=t.pnl, reason=t.exit_reason,
+            entry_qty=t.entry_qty, exit_qty=t.exit_qty,
+        )
+        self.trade = None
+        self.exit_sent = False
+        self.entry_id = None
+        self._transition(Trigger.FLAT, ts_ns, "position is flat")
+
+
+def _builtins(msg: m.Message) -> dict[str, object]:
+    out = msgspec.to_builtins(msg)
+    assert isinstance(out, dict)
+    return out
+
+

@@ -1,0 +1,110 @@
+"""The strategy log: append-only JSON lines, each carrying the hash of the previous line.
+
+Every input bar, node value change, decision, refusal, command and event is one record, so a
+run can be audited and replayed. JSON keeps it greppable; keys are sorted and floats written
+with `repr` semantics, so the same run gives the same bytes. A torn tail or an edited line
+breaks the chain and `verify` names the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+GENESIS = "0" * 64
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null (an undefined value) so logs stay valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class StrategyLog:
+    """Writes records to `path` (or only hashes them when path is None, e.g. in sweeps)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._fh: IO[bytes] | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("wb")
+        self.head = GENESIS
+        self.count = 0
+
+    def append(self, kind: str, ts_ns: int, **fields: Any) -> None:
+        record = {"n": self.count, "ts_ns": ts_ns, "kind": kind, "prev": self.head, **_clean(fields)}
+        line = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        self.head = hashlib.sha256(line).hexdigest()
+        self.count += 1
+        if self._fh is not None:
+            self._fh.write(line + b"\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> StrategyLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LogCorruptError(Exception):
+    """The log's hash chain is broken or its tail is torn; the run must be quarantined."""
+
+
+@dataclass(frozen=True)
+class LogReport:
+    path: Path
+    records: int
+    head: str
+
+
+def read(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a verified log (raises LogCorruptError at the first bad line)."""
+    p = Path(path)
+    prev = GENESIS
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.endswith(b"\n"):
+                raise LogCorruptError(f"{p}:{lineno}: torn tail (line not terminated): the run was interrupted")
+            line = raw[:-1]
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LogCorruptError(f"{p}:{lineno}: not JSON ({exc.msg})") from None
+            if record.get("prev") != prev or record.get("n") != lineno - 1:
+                raise LogCorruptError(
+                    f"{p}:{lineno}: hash chain broken (expected prev {prev[:12]}..., n {lineno - 1}): "
+                    "the log was edited or records are missing"
+                )
+            prev = hashlib.sha256(line).hexdigest()
+            yield record
+
+
+def verify(path: str | Path) -> LogReport:
+    n = 0
+    head = GENESIS
+    p = Path(path)
+    for record in read(p):
+        n += 1
+        head = record["prev"]
+    if n:
+        with p.open("rb") as fh:
+            last = fh.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        head = hashlib.sha256(last).hexdigest()
+    return LogReport(p, n, head)

@@ -73,7 +73,14 @@ def _default(field: Any) -> str:
 def _constraints(field: Any) -> str:
     out = []
     for meta in field.metadata:
-        for attr, sym in (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"), ("min_length", "min len"), ("pattern", "pattern")):
+        for attr, sym in (
+            ("gt", ">"),
+            ("ge", "≥"),
+            ("lt", "<"),
+            ("le", "≤"),
+            ("min_length", "min len"),
+            ("pattern", "pattern"),
+        ):
             v = getattr(meta, attr, None)
             if v is not None:
                 out.append(f"{sym} `{v}`")
@@ -84,7 +91,9 @@ def _table(model: type[BaseModel]) -> list[str]:
     lines = ["| field | type | default | constraints |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         shown = field.alias or name
-        lines.append(f"| `{shown}` | {_type_name(field.annotation)} | {_default(field)} | {_constraints(field)} |")
+        lines.append(
+            f"| `{shown}` | {_type_name(field.annotation)} | {_default(field)} | {_constraints(field)} |"
+        )
     return lines
 
 
@@ -103,12 +112,17 @@ def render() -> str:
         f"price column ({', '.join(s.PRICE_COLUMNS)}). Every edge is type-checked: nodes output `float`",
         "(NaN while undefined) or `bool`; a comparison with an undefined side is false.",
         "",
-        "Durations are written `\"3 bars\"`, `\"90m\"`, `\"4h\"` or `\"2d\"`.",
+        'Durations are written `"3 bars"`, `"90m"`, `"4h"` or `"2d"`.',
         "",
     ]
     for title, model in _SECTIONS:
         out += [f"## {title}", "", _doc(model), "", *_table(model), ""]
-    out += ["## Node kinds", "", "Each entry of `nodes:` is `id: {kind: ..., ...}`; ids are lower_snake_case.", ""]
+    out += [
+        "## Node kinds",
+        "",
+        "Each entry of `nodes:` is `id: {kind: ..., ...}`; ids are lower_snake_case.",
+        "",
+    ]
     for model in _NODES:
         kinds = typing.get_args(model.model_fields["kind"].annotation)
         out += [f"### `{' / '.join(kinds)}`", "", _doc(model), "", *_table(model), ""]

@@ -161,10 +161,13 @@ def check(
 
     edges: list[tuple[str, str, str, ValueType]] = []  # (ref, consumer, field path, expected type)
     for node_id, node in artifact.nodes.items():
+        node_refs: list[tuple[str, str, ValueType]]
         if isinstance(node, IndicatorNode):
             if node_id not in bindings:
                 continue  # already reported above
-            node_refs = [(f"inputs[{i}]", r, "float") for i, r in enumerate(bindings[node_id].inputs)]
+            node_refs = [
+                (f"inputs[{i}]", r, "float") for i, r in enumerate(bindings[node_id].inputs)
+            ]
         else:
             node_refs = node.refs()
         for fld, ref, expected in node_refs:
@@ -176,7 +179,11 @@ def check(
     for ref, dst, path, expected in edges:
         if ref not in types:
             problems.append(
-                Problem(path, f"unknown node or column {ref!r}{_suggest(ref, known)}", line("nodes", dst))
+                Problem(
+                    path,
+                    f"unknown node or column {ref!r}{_suggest(ref, known)}",
+                    line("nodes", dst),
+                )
             )
             continue
         if types[ref] != expected:
@@ -198,7 +205,11 @@ def check(
             )
         elif types[ref] != expected:
             problems.append(
-                Problem(path, f"type mismatch: {ref!r} gives {types[ref]} but {path} needs {expected}", line(*root))
+                Problem(
+                    path,
+                    f"type mismatch: {ref!r} gives {types[ref]} but {path} needs {expected}",
+                    line(*root),
+                )
             )
         elif ref in PRICE_COLUMNS:
             used_columns.add(ref)

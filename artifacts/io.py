@@ -21,7 +21,9 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
 
 
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
@@ -44,7 +46,11 @@ def _line_index(node: yaml.Node, prefix: Loc = ()) -> dict[Loc, int]:
     index: dict[Loc, int] = {prefix: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            key = (
+                key_node.value
+                if isinstance(key_node, yaml.ScalarNode)
+                else str(key_node.start_mark)
+            )
             index[(*prefix, key)] = key_node.start_mark.line + 1
             for loc, line in _line_index(value_node, (*prefix, key)).items():
                 index.setdefault(loc, line)
@@ -68,7 +74,9 @@ def _lookup_line(index: Mapping[Loc, int], loc: Sequence[str | int]) -> int | No
 
 def _is_union_tag(part: str | int) -> bool:
     """pydantic puts the chosen union member's tag in error locations; users never wrote it."""
-    return isinstance(part, str) and (part in _UNION_TAGS or part.startswith(("function-", "tagged-union[")))
+    return isinstance(part, str) and (
+        part in _UNION_TAGS or part.startswith(("function-", "tagged-union["))
+    )
 
 
 def _field_name(loc: Sequence[str | int], index: Mapping[Loc, int]) -> str:
@@ -108,7 +116,7 @@ _UNION_TAGS = frozenset(
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     try:
         node = yaml.compose(text, Loader=_StrictLoader)
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader is a SafeLoader
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -121,7 +129,13 @@ def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:
     if node is None or not isinstance(data, dict):
         raise ArtifactSyntaxError(
             source,
-            [Problem("", f"an artifact must be a YAML mapping starting with 'schema: {SCHEMA_VERSION}'", 1)],
+            [
+                Problem(
+                    "",
+                    f"an artifact must be a YAML mapping starting with 'schema: {SCHEMA_VERSION}'",
+                    1,
+                )
+            ],
         )
     return data, _line_index(node)
 
@@ -135,7 +149,9 @@ def _message(err: Any, loc: Loc) -> str:
     if kind == "union_tag_not_found":
         return "missing 'kind' (e.g. kind: indicator)"
     if kind == "extra_forbidden":
-        return f"unknown field {loc[-1]!r}: remove it or check the spelling (see `stratagem schema`)"
+        return (
+            f"unknown field {loc[-1]!r}: remove it or check the spelling (see `stratagem schema`)"
+        )
     if kind == "literal_error" and loc == ("schema",):
         return (
             f"unsupported schema {err.get('input')!r}: this build reads {SCHEMA_VERSION!r} "
@@ -191,9 +207,13 @@ def load_with_lines(path: str | Path) -> tuple[Artifact, dict[Loc, int]]:
     except FileNotFoundError:
         raise ArtifactSyntaxError(str(p), [Problem("", "file not found")]) from None
     except UnicodeDecodeError as exc:
-        raise ArtifactSyntaxError(str(p), [Problem("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+        raise ArtifactSyntaxError(
+            str(p), [Problem("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from None
     except IsADirectoryError:
-        raise ArtifactSyntaxError(str(p), [Problem("", "is a directory, not an artifact file")]) from None
+        raise ArtifactSyntaxError(
+            str(p), [Problem("", "is a directory, not an artifact file")]
+        ) from None
     return loads_with_lines(text, str(p))
 
 

@@ -57,7 +57,12 @@ class Duration(Strict):
         """The duration as a whole number of bars (rounded up) of the given timeframe."""
         if self.unit == "bars":
             return self.count
-        unit_ns = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000, "d": 86_400_000_000_000}
+        unit_ns = {
+            "s": 1_000_000_000,
+            "m": 60_000_000_000,
+            "h": 3_600_000_000_000,
+            "d": 86_400_000_000_000,
+        }
         total = self.count * unit_ns[self.unit]
         return -(-total // timeframe_ns)
 
@@ -391,5 +396,7 @@ class Artifact(Strict):
                     f"node id {node_id!r} must be lower_snake_case (letters, digits, _), at most 64 chars"
                 )
             if node_id in PRICE_COLUMNS:
-                raise ValueError(f"node id {node_id!r} shadows the data column of the same name: rename it")
+                raise ValueError(
+                    f"node id {node_id!r} shadows the data column of the same name: rename it"
+                )
         return nodes

@@ -74,7 +74,9 @@ class IndicatorSignal:
     clocked = True
     _SLOTS = ("open", "high", "low", "close", "volume")
 
-    def __init__(self, fn: str, params: dict[str, int | float], inputs: Sequence[str], output_index: int) -> None:
+    def __init__(
+        self, fn: str, params: dict[str, int | float], inputs: Sequence[str], output_index: int
+    ) -> None:
         self.stream = make_stream(fn, dict(params))
         self.input_slots = [self._SLOTS.index(name) for name in inputs]
         self.output_index = output_index
@@ -128,12 +130,12 @@ class Cross:
         self.prev = (float(state[0]), float(state[1]))
 
 
-class All(Stateless):
+class AllOf(Stateless):
     def update(self, args: Sequence[Value], bar: BarValues) -> Value:
         return all(bool(a) for a in args)
 
 
-class Any_(Stateless):
+class AnyOf(Stateless):
     def update(self, args: Sequence[Value], bar: BarValues) -> Value:
         return any(bool(a) for a in args)
 

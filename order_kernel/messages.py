@@ -322,13 +322,16 @@ def encode(msg: Message) -> bytes:
 
 def decode_command(data: bytes) -> Command:
     """Decode a strategy->kernel message; raises msgspec.ValidationError/DecodeError with a path."""
-    return _command_decoder.decode(data)
+    msg: Command = _command_decoder.decode(data)
+    return msg
 
 
 def decode_event(data: bytes) -> Event:
     """Decode a kernel->strategy message."""
-    return _event_decoder.decode(data)
+    msg: Event = _event_decoder.decode(data)
+    return msg
 
 
 def decode_any(data: bytes) -> AnyMessage:
-    return _any_decoder.decode(data)
+    msg: AnyMessage = _any_decoder.decode(data)
+    return msg

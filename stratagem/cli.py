@@ -24,7 +24,9 @@ def _parse_date_ns(text: str) -> int:
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid date {text!r}: use ISO format, e.g. 2024-03-01 or 2024-03-01T12:00Z") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid date {text!r}: use ISO format, e.g. 2024-03-01 or 2024-03-01T12:00Z"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
@@ -85,11 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
         "Writes logs, trades, metrics and plots to --out and prints a summary.",
     )
     p.add_argument("artifact", help="path to the artifact YAML, e.g. examples/rsi-reversion.yaml")
-    p.add_argument("--data", help=f"bars as CSV or parquet (default: {DEFAULT_DATA.relative_to(REPO_ROOT)})")
-    p.add_argument("--from", dest="start", type=_parse_date_ns, help="first bar time, ISO date (UTC)")
-    p.add_argument("--to", dest="end", type=_parse_date_ns, help="last bar time (exclusive), ISO date (UTC)")
+    p.add_argument(
+        "--data", help=f"bars as CSV or parquet (default: {DEFAULT_DATA.relative_to(REPO_ROOT)})"
+    )
+    p.add_argument(
+        "--from", dest="start", type=_parse_date_ns, help="first bar time, ISO date (UTC)"
+    )
+    p.add_argument(
+        "--to", dest="end", type=_parse_date_ns, help="last bar time (exclusive), ISO date (UTC)"
+    )
     p.add_argument("--out", help="output directory (default: runs/<name>-v<version>)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument(
+        "--json", action="store_true", help="print the summary as JSON instead of a table"
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)

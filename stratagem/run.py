@@ -26,7 +26,9 @@ def _fmt(x: object) -> str:
 def print_table(result: BacktestResult, out_dir: Path, files: dict[str, Path]) -> None:
     a = result.artifact
     m = result.metrics
-    print(f"\n{a.name} v{a.version} ({result.artifact_hash[:12]}) on {a.instrument.symbol} {a.instrument.timeframe}")
+    print(
+        f"\n{a.name} v{a.version} ({result.artifact_hash[:12]}) on {a.instrument.symbol} {a.instrument.timeframe}"
+    )
     s = summary(result)
     print(f"bars {s['bars']:,}  from {s['from']}  to {s['to']}\n")
     rows = [
@@ -77,7 +79,9 @@ def run_backtest_cli(
     bars = read_bars(data_path, start_ns=start_ns, end_ns=end_ns)
     final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}"
     if final_dir.exists() and not final_dir.is_dir():
-        raise StratagemError(f"--out {final_dir} exists and is not a directory; choose another path")
+        raise StratagemError(
+            f"--out {final_dir} exists and is not a directory; choose another path"
+        )
     # Write into a temporary sibling and move it into place at the end: nothing half-written.
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
@@ -86,8 +90,12 @@ def run_backtest_cli(
         if show:
             from tqdm import tqdm
 
-            bar = tqdm(total=bars.height, unit="bar", desc="backtest", file=sys.stderr, mininterval=0.2)
-            result = run_backtest(artifact, graph, bars, out_dir=tmp, progress=lambda i: bar.update(1))
+            bar = tqdm(
+                total=bars.height, unit="bar", desc="backtest", file=sys.stderr, mininterval=0.2
+            )
+            result = run_backtest(
+                artifact, graph, bars, out_dir=tmp, progress=lambda i: bar.update(1)
+            )
             bar.close()
         else:
             result = run_backtest(artifact, graph, bars, out_dir=tmp)

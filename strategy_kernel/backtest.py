@@ -81,24 +81,47 @@ def run_backtest(
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
     inst = instrument_spec(artifact)
-    price_inc = float(inst.price_increment)
-    size_inc = float(inst.size_increment)
 
-    slog = StrategyLog(out_dir / "strategy.log.jsonl" if out_dir else None)
-    # A backtest can be rerun at will, so its order log is not fsynced record by record.
-    olog = OrderLog(out_dir / "orders.log", fsync="never") if out_dir else None
-    sk = StrategyKernel(artifact, graph, session_id=session_id, timeframe_ns=tf_ns, log=slog)
+    sk = StrategyKernel(artifact, graph, session_id=session_id, timeframe_ns=tf_ns)
     if n < sk.warmup + 1:
         raise BacktestError(
             f"{n} bars is not enough: the strategy needs {sk.warmup} warm-up bars plus at least one to trade; "
             "give more data (--from earlier) or shorten indicator periods"
         )
     venue = SimVenue(slippage_ticks=artifact.backtest.slippage_ticks, seed=artifact.backtest.seed)
-    ok = OrderKernel(session_id, {inst.symbol: inst}, venue, log=olog)
+    ok = OrderKernel(session_id, {inst.symbol: inst}, venue)
+    slog = StrategyLog(out_dir / "strategy.log.jsonl" if out_dir else None)
+    # A backtest can be rerun at will, so its order log is not fsynced record by record.
+    olog = OrderLog(out_dir / "orders.log", fsync="never") if out_dir else None
+    sk.log, ok.log = slog, olog
+    try:
+        return _simulate(sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes)
+    finally:
+        slog.close()
+        if olog is not None:
+            olog.close()
+
+
+def _simulate(
+    sk: StrategyKernel,
+    ok: OrderKernel,
+    bars: pl.DataFrame,
+    artifact: Artifact,
+    inst: InstrumentSpec,
+    tf_ns: int,
+    progress: Callable[[int], None] | None,
+    record_nodes: tuple[str, ...],
+) -> BacktestResult:
+    n = bars.height
+    session_id = sk.session_id
+    price_inc = float(inst.price_increment)
+    size_inc = float(inst.size_increment)
 
     ts = bars["ts_ns"].to_numpy()
     cols = {c: bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
-    ticks = {c: np.rint(cols[c] / price_inc).astype(np.int64) for c in ("open", "high", "low", "close")}
+    ticks = {
+        c: np.rint(cols[c] / price_inc).astype(np.int64) for c in ("open", "high", "low", "close")
+    }
     lots = np.rint(cols["volume"] / size_inc).astype(np.int64)
     equity = np.empty(n, dtype=np.float64)
     position = np.empty(n, dtype=np.int64)
@@ -115,10 +138,8 @@ def run_backtest(
                     traded_units += ev.qty * ev.price
                 queue.extend(sk.on_event(ev))
 
-    md_seq = 0
     for i in range(n):
-        md_seq += 1
-        bar_msg = m.MarketBar(
+        bar_msg = m.MarketBar(  # market data is its own stream: not in the session's seq
             session_id=session_id,
             seq=0,
             ts_ns=int(ts[i]),
@@ -130,7 +151,7 @@ def run_backtest(
             volume=int(lots[i]),
             interval_ns=tf_ns,
         )
-        deliver([_with_seq(bar_msg, sk)])
+        deliver([bar_msg])
         bv = BarValues(
             int(ts[i]),
             float(cols["open"][i]),
@@ -146,15 +167,14 @@ def run_backtest(
             node_series[k][i] = float(sk.dag.values[k])
         if progress is not None:
             progress(i)
-    slog.close()
-    if olog is not None:
-        olog.close()
-
+    sk.log.close()
     unit = sk.unit_value
     stats = [
         TradeStats(
             pnl=t.pnl * unit,
-            r_multiple=(t.pnl / t.risk_units * (t.planned_qty / t.entry_qty)) if t.risk_units and t.entry_qty else math.nan,
+            r_multiple=(t.pnl / t.risk_units * (t.planned_qty / t.entry_qty))
+            if t.risk_units and t.entry_qty
+            else math.nan,
             bars_held=t.exit_bar - t.entry_bar,
             fees=t.fees * unit,
         )
@@ -181,15 +201,8 @@ def run_backtest(
         metrics=metrics,
         unit_value=unit,
         price_increment=price_inc,
-        strategy_log_head=slog.head,
+        strategy_log_head=sk.log.head,
         order_state_digest=ok.state_digest().hex(),
         refusals=sk.refusals,
         node_series=node_series,
     )
-
-
-def _with_seq(msg: m.MarketBar, sk: StrategyKernel) -> m.MarketBar:
-    """Market data travels in the strategy's session so the kernel sees one ordered stream."""
-    import msgspec
-
-    return msgspec.structs.replace(msg, seq=sk._next_seq())

@@ -56,9 +56,9 @@ def _build(node_id: str, artifact: Artifact, graph: SignalGraph) -> _Compiled:
         impl = sn.Cross(node.direction, None if const is None else float(const))
         inputs = (node.a,) if const is not None else (node.a, str(node.b))
     elif isinstance(node, AllNode):
-        impl, inputs = sn.All(), tuple(node.inputs)
+        impl, inputs = sn.AllOf(), tuple(node.inputs)
     elif isinstance(node, AnyNode):
-        impl, inputs = sn.Any_(), tuple(node.inputs)
+        impl, inputs = sn.AnyOf(), tuple(node.inputs)
     elif isinstance(node, NotNode):
         impl, inputs = sn.Not(), (node.input,)
     elif isinstance(node, RisingNode):

@@ -9,9 +9,9 @@ timestamp, so the order kernel can fill them on the next bar at the earliest (no
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import msgspec
-from dataclasses import dataclass, field
 
 from artifacts.graph import SignalGraph
 from artifacts.schema import Artifact, Condition
@@ -66,6 +66,8 @@ class Trade:
 class StrategyKernel:
     """Runs one artifact for one session. `bar_index` counts bars seen (the strategy's clock)."""
 
+    RESEND_BUFFER = 10_000  # commands kept for FIX-style resends
+
     def __init__(
         self,
         artifact: Artifact,
@@ -108,6 +110,7 @@ class StrategyKernel:
         self.refusals: list[dict[str, object]] = []
         self._trade_counter = 0
         self._atr_value = math.nan
+        self._sent: dict[int, m.Message] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -116,7 +119,7 @@ class StrategyKernel:
         return self.seq
 
     def _ticks(self, price: float) -> int:
-        return int(round(price / float(self.price_inc)))
+        return round(price / float(self.price_inc))
 
     def equity(self) -> float:
         """Account equity in quote currency, marked at the last close."""
@@ -135,7 +138,9 @@ class StrategyKernel:
 
     def _transition(self, trigger: Trigger, ts_ns: int, why: str) -> None:
         new = next_phase(self.phase, trigger)
-        self.log.append("phase", ts_ns, old=self.phase.name, new=new.name, trigger=trigger.name, why=why)
+        self.log.append(
+            "phase", ts_ns, old=self.phase.name, new=new.name, trigger=trigger.name, why=why
+        )
         self.phase = new
 
     def _refuse(self, ts_ns: int, rule: str, detail: str) -> None:
@@ -145,7 +150,26 @@ class StrategyKernel:
 
     def _send(self, cmd: m.Message) -> m.Message:
         self.log.append("command", cmd.ts_ns, msg=_builtins(cmd))
+        self._sent[cmd.seq] = cmd
+        if len(self._sent) > self.RESEND_BUFFER:
+            del self._sent[next(iter(self._sent))]
         return cmd
+
+    def _resend(self, req: m.ResendRequest) -> list[m.Message]:
+        """FIX-style gap fill: resend what the kernel missed, flagged as possible duplicates."""
+        end = req.end_seq or self.seq
+        missing = [s for s in range(req.begin_seq, end + 1) if s not in self._sent]
+        if missing:
+            self._refuse(
+                req.ts_ns, "session.resend", f"cannot resend seq {missing[0]}..: no longer buffered"
+            )
+        out: list[m.Message] = []
+        for s in range(req.begin_seq, end + 1):
+            if s in self._sent:
+                cmd = msgspec.structs.replace(self._sent[s], possible_duplicate=True)
+                self.log.append("resend", cmd.ts_ns, seq=s)
+                out.append(cmd)
+        return out
 
     # ------------------------------------------------------------------ inputs
 
@@ -154,7 +178,9 @@ class StrategyKernel:
         self.bar_index += 1
         ts = bar.ts_ns + self.timeframe_ns  # decisions happen at the bar's close
         self.last_close = self._ticks(bar.close)
-        self.log.append("bar", bar.ts_ns, o=bar.open, h=bar.high, l=bar.low, c=bar.close, v=bar.volume)
+        self.log.append(
+            "bar", bar.ts_ns, o=bar.open, h=bar.high, l=bar.low, c=bar.close, v=bar.volume
+        )
         changed = self.dag.on_bar(bar)
         if changed:
             self.log.append("nodes", ts, values={n: self.dag.values[n] for n in changed})
@@ -172,18 +198,31 @@ class StrategyKernel:
         if self.phase is Phase.LOOKING and self._cond(self.artifact.entry.when):
             out.extend(self._enter(ts, bar))
         elif self.phase is Phase.ENTERED:
-            if self.entry_deadline_bar is not None and self.bar_index >= self.entry_deadline_bar and self.entry_id:
+            if (
+                self.entry_deadline_bar is not None
+                and self.bar_index >= self.entry_deadline_bar
+                and self.entry_id
+            ):
                 self.log.append("decision", ts, action="cancel_entry", why="entry timeout")
-                out.append(self._send(m.CancelOrder(session_id=self.session_id, seq=self._next_seq(), ts_ns=ts, client_order_id=self.entry_id)))
+                out.append(
+                    self._send(
+                        m.CancelOrder(
+                            session_id=self.session_id,
+                            seq=self._next_seq(),
+                            ts_ns=ts,
+                            client_order_id=self.entry_id,
+                        )
+                    )
+                )
                 self.entry_deadline_bar = None
         elif self.phase is Phase.MANAGING and not self.exit_sent:
             why = None
             if self._cond(self.artifact.exit.when):
                 why = "exit"
             te = self.artifact.exit.time_exit
-            if why is None and te is not None and self.trade is not None:
-                if self.bar_index - self.trade.entry_bar >= te.bars(self.timeframe_ns):
-                    why = "time"
+            held = self.bar_index - self.trade.entry_bar if self.trade is not None else 0
+            if why is None and te is not None and held >= te.bars(self.timeframe_ns):
+                why = "time"
             if why is not None:
                 out.extend(self._exit(ts, why))
         return out
@@ -213,7 +252,9 @@ class StrategyKernel:
             return []
         self._trade_counter += 1
         cid = f"{a.name}-{self._trade_counter}"
-        order_type = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP}[tmpl.type]
+        order_type = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP}[
+            tmpl.type
+        ]
         bracket = None
         if plan.stop_ticks is not None or plan.targets:
             bracket = m.Bracket(
@@ -240,7 +281,9 @@ class StrategyKernel:
         )
         self.entry_id = cid
         self.entry_deadline_bar = (
-            self.bar_index + tmpl.timeout.bars(self.timeframe_ns) if tmpl.timeout and tmpl.tif != "GTD" else None
+            self.bar_index + tmpl.timeout.bars(self.timeframe_ns)
+            if tmpl.timeout and tmpl.tif != "GTD"
+            else None
         )
         self.trade = Trade(
             trade_id=cid,
@@ -253,8 +296,15 @@ class StrategyKernel:
             entry_bar=self.bar_index,
         )
         self.log.append(
-            "decision", ts, action="enter", side=side, lots=plan.lots, ref=ref,
-            stop=plan.stop_ticks, targets=[list(t) for t in plan.targets], why="entry.when is true",
+            "decision",
+            ts,
+            action="enter",
+            side=side,
+            lots=plan.lots,
+            ref=ref,
+            stop=plan.stop_ticks,
+            targets=[list(t) for t in plan.targets],
+            why="entry.when is true",
         )
         self._transition(Trigger.ENTRY_SENT, ts, cid)
         return [self._send(cmd)]
@@ -266,7 +316,16 @@ class StrategyKernel:
         self.log.append("decision", ts, action="exit", why=why, lots=qty)
         cmds: list[m.Message] = []
         if self.entry_id is not None and self.trade.entry_qty < self.trade.planned_qty:
-            cmds.append(self._send(m.CancelOrder(session_id=self.session_id, seq=self._next_seq(), ts_ns=ts, client_order_id=self.entry_id)))
+            cmds.append(
+                self._send(
+                    m.CancelOrder(
+                        session_id=self.session_id,
+                        seq=self._next_seq(),
+                        ts_ns=ts,
+                        client_order_id=self.entry_id,
+                    )
+                )
+            )
         if qty > 0:
             cmds.append(
                 self._send(
@@ -289,10 +348,16 @@ class StrategyKernel:
     def on_event(self, ev: m.Message) -> list[m.Message]:
         """An event from the order kernel; returns follow-up commands (none today, kept for symmetry)."""
         self.log.append("event", ev.ts_ns, msg=_builtins(ev))
+        if isinstance(ev, m.ResendRequest):
+            return self._resend(ev)
         if isinstance(ev, m.PositionUpdate):
             was_open = self.position != 0
             self.position, self.cost_basis = ev.qty, ev.cost_basis
-            self.realized, self.fees_paid, self.funding_paid = ev.realized_pnl, ev.fees_paid, ev.funding_paid
+            self.realized, self.fees_paid, self.funding_paid = (
+                ev.realized_pnl,
+                ev.fees_paid,
+                ev.funding_paid,
+            )
             if was_open and self.position == 0 and self.phase is Phase.MANAGING:
                 self._close_trade(ev.ts_ns)
         elif isinstance(ev, m.OrderFilled):
@@ -312,7 +377,9 @@ class StrategyKernel:
     def _on_fill(self, ev: m.OrderFilled) -> None:
         t = self.trade
         if t is None:
-            self._refuse(ev.ts_ns, "unexpected_fill", f"fill for {ev.client_order_id} with no open trade")
+            self._refuse(
+                ev.ts_ns, "unexpected_fill", f"fill for {ev.client_order_id} with no open trade"
+            )
             return
         t.fees += ev.fee
         if ev.client_order_id == self.entry_id:
@@ -340,8 +407,14 @@ class StrategyKernel:
         self.trades.append(t)
         self.risk.on_trade_closed(ts_ns, t.pnl * self.unit_value, self.artifact.risk.cooldown_bars)
         self.log.append(
-            "trade", ts_ns, trade_id=t.trade_id, side=t.side, pnl_units=t.pnl, reason=t.exit_reason,
-            entry_qty=t.entry_qty, exit_qty=t.exit_qty,
+            "trade",
+            ts_ns,
+            trade_id=t.trade_id,
+            side=t.side,
+            pnl_units=t.pnl,
+            reason=t.exit_reason,
+            entry_qty=t.entry_qty,
+            exit_qty=t.exit_qty,
         )
         self.trade = None
         self.exit_sent = False
@@ -353,5 +426,3 @@ def _builtins(msg: m.Message) -> dict[str, object]:
     out = msgspec.to_builtins(msg)
     assert isinstance(out, dict)
     return out
-
-

@@ -43,7 +43,13 @@ class StrategyLog:
         self.count = 0
 
     def append(self, kind: str, ts_ns: int, **fields: Any) -> None:
-        record = {"n": self.count, "ts_ns": ts_ns, "kind": kind, "prev": self.head, **_clean(fields)}
+        record = {
+            "n": self.count,
+            "ts_ns": ts_ns,
+            "kind": kind,
+            "prev": self.head,
+            **_clean(fields),
+        }
         line = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
         self.head = hashlib.sha256(line).hexdigest()
         self.count += 1
@@ -81,7 +87,9 @@ def read(path: str | Path) -> Iterator[dict[str, Any]]:
     with p.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if not raw.endswith(b"\n"):
-                raise LogCorruptError(f"{p}:{lineno}: torn tail (line not terminated): the run was interrupted")
+                raise LogCorruptError(
+                    f"{p}:{lineno}: torn tail (line not terminated): the run was interrupted"
+                )
             line = raw[:-1]
             try:
                 record = json.loads(line)

@@ -42,8 +42,12 @@ class Metrics:
     fees_paid: float
     funding_paid: float
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}  # type: ignore[misc]
+    def as_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready: undefined values (NaN, inf) become None."""
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in asdict(self).items()
+        }
 
 
 def drawdown(equity: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -79,8 +83,8 @@ def compute(
     cagr = (end / start) ** (1 / years) - 1.0 if years > 0 and end > 0 else math.nan
     std = float(np.std(rets, ddof=1)) if len(rets) > 1 else math.nan
     mean = float(np.mean(rets)) if len(rets) else math.nan
-    downside = rets[rets < 0]
-    dstd = float(np.sqrt(np.mean(downside**2))) if len(downside) else math.nan
+    # downside deviation over every period (target 0), the usual Sortino definition
+    dstd = float(np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2))) if len(rets) else math.nan
     sharpe = mean / std * math.sqrt(periods_per_year) if std and std > 0 else math.nan
     sortino = mean / dstd * math.sqrt(periods_per_year) if dstd and dstd > 0 else math.nan
     dd = drawdown(equity)
@@ -102,7 +106,9 @@ def compute(
         max_drawdown_bars=_longest_underwater(dd),
         trades=len(trades),
         win_rate_pct=len(wins) / len(pnls) * 100 if len(pnls) else math.nan,
-        profit_factor=float(wins.sum()) / gross_loss if gross_loss > 0 else (math.inf if len(wins) else math.nan),
+        profit_factor=float(wins.sum()) / gross_loss
+        if gross_loss > 0
+        else (math.inf if len(wins) else math.nan),
         expectancy=float(pnls.mean()) if len(pnls) else math.nan,
         avg_r=float(rs.mean()) if len(rs) else math.nan,
         exposure_pct=float(np.mean(in_position)) * 100 if len(in_position) else 0.0,

@@ -31,7 +31,9 @@ def trade_rows(result: BacktestResult) -> list[dict[str, Any]]:
                 "entry_time": _iso(t.entry_ts_ns),
                 "exit_time": _iso(t.exit_ts_ns),
                 "qty": t.entry_qty * (unit / tick),
-                "entry_price": round(t.entry_cost / t.entry_qty * tick, 10) if t.entry_qty else None,
+                "entry_price": round(t.entry_cost / t.entry_qty * tick, 10)
+                if t.entry_qty
+                else None,
                 "exit_price": round(t.exit_cost / t.exit_qty * tick, 10) if t.exit_qty else None,
                 "stop": t.stop_price * tick if t.stop_price is not None else None,
                 "pnl": round(t.pnl * unit, 10),
@@ -43,7 +45,9 @@ def trade_rows(result: BacktestResult) -> list[dict[str, Any]]:
     return rows
 
 
-def write_reports(result: BacktestResult, out_dir: Path, *, png: bool = True, html: bool = True) -> dict[str, Path]:
+def write_reports(
+    result: BacktestResult, out_dir: Path, *, png: bool = True, html: bool = True
+) -> dict[str, Path]:
     """Write trades.csv, equity.csv, metrics.json and the plots; return the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -61,8 +65,16 @@ def write_reports(result: BacktestResult, out_dir: Path, *, png: bool = True, ht
         w2 = csv.writer(fh)
         w2.writerow(["ts_ns", "time", "close", "equity", "drawdown_pct", "position_lots"])
         for i in range(len(result.ts_ns)):
-            w2.writerow([int(result.ts_ns[i]), _iso(int(result.ts_ns[i])), repr(float(result.close[i])),
-                         repr(float(result.equity[i])), repr(float(dd[i] * 100)), int(result.position[i])])
+            w2.writerow(
+                [
+                    int(result.ts_ns[i]),
+                    _iso(int(result.ts_ns[i])),
+                    repr(float(result.close[i])),
+                    repr(float(result.equity[i])),
+                    repr(float(dd[i] * 100)),
+                    int(result.position[i]),
+                ]
+            )
     paths["equity"] = p
     p = out_dir / "metrics.json"
     p.write_text(json.dumps(summary(result), indent=2, sort_keys=True) + "\n")
@@ -92,7 +104,11 @@ def _markers(result: BacktestResult) -> dict[str, tuple[list[int], list[float]]]
     """Entry/exit marker positions (bar index, price) by kind."""
     idx = {int(t): i for i, t in enumerate(result.ts_ns)}
     tick = result.price_increment
-    out: dict[str, tuple[list[int], list[float]]] = {"long entry": ([], []), "short entry": ([], []), "exit": ([], [])}
+    out: dict[str, tuple[list[int], list[float]]] = {
+        "long entry": ([], []),
+        "short entry": ([], []),
+        "exit": ([], []),
+    }
     for t in result.trades:
         if t.entry_qty and t.entry_ts_ns in idx:
             key = f"{t.side} entry"
@@ -117,15 +133,27 @@ def plot_png(result: BacktestResult, path: Path) -> Path:
     a = result.artifact
     ax_p.set_title(f"{a.name} v{a.version} on {a.instrument.symbol} {a.instrument.timeframe}")
     ax_p.plot(times, result.close, lw=0.7, color="#444", label="close")
-    styles = {"long entry": ("^", "#1a9850"), "short entry": ("v", "#d73027"), "exit": ("x", "#2c7bb6")}
+    styles = {
+        "long entry": ("^", "#1a9850"),
+        "short entry": ("v", "#d73027"),
+        "exit": ("x", "#2c7bb6"),
+    }
     for name, (ix, px) in _markers(result).items():
         if ix:
             marker, color = styles[name]
-            ax_p.scatter(times[np.array(ix)], px, marker=marker, color=color, s=28, label=name, zorder=3)
+            ax_p.scatter(
+                times[np.array(ix)], px, marker=marker, color=color, s=28, label=name, zorder=3
+            )
     for t in result.trades:
-        if t.stop_price is not None and t.entry_qty:
-            ax_p.hlines(t.stop_price * result.price_increment, times[min(t.entry_bar, len(times) - 1)],
-                        times[min(t.exit_bar, len(times) - 1)], colors="#d73027", lw=0.8, alpha=0.6)
+        if not t.entry_qty:
+            continue
+        span = (times[min(t.entry_bar, len(times) - 1)], times[min(t.exit_bar, len(times) - 1)])
+        if t.stop_price is not None:
+            ax_p.hlines(
+                t.stop_price * result.price_increment, *span, colors="#d73027", lw=0.9, alpha=0.7
+            )
+        for target in t.targets:
+            ax_p.hlines(target * result.price_increment, *span, colors="#1a9850", lw=0.9, alpha=0.7)
     ax_p.legend(loc="upper left", fontsize=8)
     ax_p.set_ylabel("price")
     ax_e.plot(times, result.equity, color="#2c7bb6", lw=1)
@@ -135,7 +163,8 @@ def plot_png(result: BacktestResult, path: Path) -> Path:
     ax_d.set_ylabel("drawdown %")
     m = result.metrics
     fig.text(
-        0.01, 0.005,
+        0.01,
+        0.005,
         f"return {m.total_return_pct:.2f}%  maxDD {m.max_drawdown_pct:.2f}%  Sharpe {_f(m.sharpe)}  "
         f"trades {m.trades}  win {_f(m.win_rate_pct)}%  PF {_f(m.profit_factor)}",
         fontsize=9,
@@ -156,17 +185,45 @@ def plot_html(result: BacktestResult, path: Path) -> Path:
     from plotly.subplots import make_subplots
 
     times = [_iso(int(t)) for t in result.ts_ns]
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.55, 0.3, 0.15], vertical_spacing=0.03)
-    fig.add_trace(go.Scatter(x=times, y=result.close, name="close", line={"width": 1, "color": "#444"}), 1, 1)
-    styles = {"long entry": ("triangle-up", "#1a9850"), "short entry": ("triangle-down", "#d73027"), "exit": ("x", "#2c7bb6")}
+    fig = make_subplots(
+        rows=3, cols=1, shared_xaxes=True, row_heights=[0.55, 0.3, 0.15], vertical_spacing=0.03
+    )
+    fig.add_trace(
+        go.Scatter(x=times, y=result.close, name="close", line={"width": 1, "color": "#444"}), 1, 1
+    )
+    styles = {
+        "long entry": ("triangle-up", "#1a9850"),
+        "short entry": ("triangle-down", "#d73027"),
+        "exit": ("x", "#2c7bb6"),
+    }
     for name, (ix, px) in _markers(result).items():
         if ix:
             sym, color = styles[name]
-            fig.add_trace(go.Scatter(x=[times[i] for i in ix], y=px, mode="markers", name=name,
-                                     marker={"symbol": sym, "color": color, "size": 9}), 1, 1)
-    fig.add_trace(go.Scatter(x=times, y=result.equity, name="equity", line={"color": "#2c7bb6"}), 2, 1)
-    fig.add_trace(go.Scatter(x=times, y=drawdown(result.equity) * 100, name="drawdown %", fill="tozeroy",
-                             line={"color": "#d73027"}), 3, 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=[times[i] for i in ix],
+                    y=px,
+                    mode="markers",
+                    name=name,
+                    marker={"symbol": sym, "color": color, "size": 9},
+                ),
+                1,
+                1,
+            )
+    fig.add_trace(
+        go.Scatter(x=times, y=result.equity, name="equity", line={"color": "#2c7bb6"}), 2, 1
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=times,
+            y=drawdown(result.equity) * 100,
+            name="drawdown %",
+            fill="tozeroy",
+            line={"color": "#d73027"},
+        ),
+        3,
+        1,
+    )
     a, mt = result.artifact, result.metrics
     fig.update_layout(
         title=f"{a.name} v{a.version} — return {mt.total_return_pct:.2f}%, max DD {mt.max_drawdown_pct:.2f}%, "

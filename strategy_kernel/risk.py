@@ -126,9 +126,11 @@ def plan_entry(
         qty = sizing.value
     cap = equity * artifact.risk.max_position_pct / 100 / price
     qty = min(qty, cap)
-    lots = int(math.floor(qty / lot + 1e-9))
+    lots = math.floor(qty / lot + 1e-9)
     if lots <= 0:
-        return f"risk.sizing: size {qty:.8g} rounds to zero lots of {lot:g}; raise the risk or equity"
+        return (
+            f"risk.sizing: size {qty:.8g} rounds to zero lots of {lot:g}; raise the risk or equity"
+        )
     targets: list[tuple[int, int]] = []
     left = lots
     tps = artifact.exit.take_profit

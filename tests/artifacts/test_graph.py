@@ -31,10 +31,21 @@ def test_example_graph_order_types_and_warmup() -> None:
     artifact = io.load(ROOT / "examples" / "rsi-reversion.yaml")
     g = check(artifact)
     order = list(g.order)
-    assert order.index("rsi") < order.index("oversold") < order.index("entry_ok")
-    assert order.index("trend") < order.index("uptrend") < order.index("entry_ok")
-    assert g.types["entry_ok"] == "bool" and g.types["rsi"] == "float"
-    assert g.warmup == 199  # SMA(200) has 199 leading undefined bars; it dominates the longest path
+    assert (
+        order.index("rsi")
+        < order.index("rsi_prev")
+        < order.index("was_oversold")
+        < order.index("entry_ok")
+    )
+    assert order.index("rsi") < order.index("turning_up") < order.index("entry_ok")
+    assert (
+        g.types["entry_ok"] == "bool"
+        and g.types["rsi"] == "float"
+        and g.types["rsi_prev"] == "float"
+    )
+    assert (
+        g.warmup == 15
+    )  # RSI(14) has 14 undefined bars, the 1-bar lookback adds one: longest path
     assert g.indicators["rsi"].params == {"period": 14}
 
 
@@ -45,29 +56,46 @@ def test_cycle_is_named() -> None:
             b={"kind": "indicator", "fn": "EMA", "inputs": ["a"], "params": {"period": 3}},
         )
     )
-    assert any("cycle in the signal graph" in m and "a -> b -> a" in m or "b -> a -> b" in m for m in msgs)
+    assert any(
+        "cycle in the signal graph" in m and ("a -> b -> a" in m or "b -> a -> b" in m)
+        for m in msgs
+    )
 
 
 def test_unknown_reference_suggests_a_name() -> None:
-    msgs = _graph_problems(_artifact_text(oversold={"kind": "threshold", "input": "rsii", "op": "<", "value": 30}))
+    msgs = _graph_problems(
+        _artifact_text(was_oversold={"kind": "threshold", "input": "rsii", "op": "<", "value": 30})
+    )
     assert any("unknown node or column 'rsii'" in m and "did you mean 'rsi'" in m for m in msgs)
-    assert any(m.startswith("g.yaml:") and ": nodes.oversold.input:" in m for m in msgs)
+    assert any(m.startswith("g.yaml:") and ": nodes.was_oversold.input:" in m for m in msgs)
 
 
 def test_type_mismatch_bool_into_float() -> None:
-    msgs = _graph_problems(_artifact_text(oversold={"kind": "threshold", "input": "entry_ok", "op": "<", "value": 30}))
+    msgs = _graph_problems(
+        _artifact_text(
+            was_oversold={"kind": "threshold", "input": "entry_ok", "op": "<", "value": 30}
+        )
+    )
     assert any("type mismatch" in m and "'entry_ok' gives bool" in m for m in msgs)
 
 
 def test_unknown_indicator_and_bad_param() -> None:
-    msgs = _graph_problems(_artifact_text(rsi={"kind": "indicator", "fn": "RSX", "inputs": ["close"]}))
+    msgs = _graph_problems(
+        _artifact_text(rsi={"kind": "indicator", "fn": "RSX", "inputs": ["close"]})
+    )
     assert any("nodes.rsi.fn" in m and "RSX" in m for m in msgs)
-    msgs = _graph_problems(_artifact_text(rsi={"kind": "indicator", "fn": "RSI", "inputs": ["close"], "params": {"period": 0}}))
+    msgs = _graph_problems(
+        _artifact_text(
+            rsi={"kind": "indicator", "fn": "RSI", "inputs": ["close"], "params": {"period": 0}}
+        )
+    )
     assert any("nodes.rsi.fn" in m and "period" in m for m in msgs)
 
 
 def test_multi_output_indicator_needs_output_choice() -> None:
-    msgs = _graph_problems(_artifact_text(rsi={"kind": "indicator", "fn": "MACD", "inputs": ["close"]}))
+    msgs = _graph_problems(
+        _artifact_text(rsi={"kind": "indicator", "fn": "MACD", "inputs": ["close"]})
+    )
     assert any("several outputs" in m for m in msgs)
 
 

@@ -48,22 +48,28 @@ def test_hash_ignores_key_order_comments_and_explicit_defaults(rsi_text: str) ->
 
 def test_hash_ignores_provenance_but_not_behaviour(rsi_text: str) -> None:
     base = io.loads(rsi_text)
-    other_prov = base.model_copy(update={"provenance": base.provenance.model_copy(update={"model": "x"})})
+    other_prov = base.model_copy(
+        update={"provenance": base.provenance.model_copy(update={"model": "x"})}
+    )
     assert io.content_hash(other_prov) == io.content_hash(base)
     changed = io.loads(rsi_text.replace("value: 30", "value: 25"))
     assert io.content_hash(changed) != io.content_hash(base)
 
 
-@given(period=st.integers(2, 500), value=st.floats(1, 99, allow_nan=False), version=st.integers(1, 10**6))
+@given(
+    period=st.integers(2, 500),
+    value=st.floats(1, 99, allow_nan=False),
+    version=st.integers(1, 10**6),
+)
 def test_round_trip_property(period: int, value: float, version: int) -> None:
     data = yaml.safe_load(RSI_TEXT)
     data["nodes"]["rsi"]["params"]["period"] = period
-    data["nodes"]["oversold"]["value"] = value
+    data["nodes"]["was_oversold"]["value"] = value
     data["version"] = version
     a = io.loads(yaml.safe_dump(data))
     b = io.loads(io.dumps(a))
     assert a == b and io.content_hash(a) == io.content_hash(b)
-    assert b.nodes["oversold"].value == value  # type: ignore[union-attr]
+    assert b.nodes["was_oversold"].value == value  # type: ignore[union-attr]
 
 
 def _problems(text: str) -> list[tuple[str, int | None, str]]:
@@ -73,9 +79,14 @@ def _problems(text: str) -> list[tuple[str, int | None, str]]:
 
 
 def test_wrong_param_type_names_field_and_line(rsi_text: str) -> None:
-    [(field, line, msg)] = _problems(rsi_text.replace("params: {period: 14}}", "params: {period: fourteen}}"))
+    [(field, line, msg)] = _problems(
+        rsi_text.replace("params: {period: 14}}", "params: {period: fourteen}}")
+    )
     assert field == "nodes.rsi.params.period"
-    assert line == rsi_text.splitlines().index(next(x for x in rsi_text.splitlines() if "fn: RSI" in x)) + 1
+    assert (
+        line
+        == rsi_text.splitlines().index(next(x for x in rsi_text.splitlines() if "fn: RSI" in x)) + 1
+    )
     assert "fourteen" in msg
 
 
@@ -86,7 +97,9 @@ def test_unknown_node_kind_lists_known_kinds(rsi_text: str) -> None:
 
 
 def test_unknown_field_is_an_error_not_ignored(rsi_text: str) -> None:
-    [(field, _, msg)] = _problems(rsi_text.replace("{r: 3.0, size_pct: 50}", "{r: 3.0, size_pct: 50, szie: 1}"))
+    [(field, _, msg)] = _problems(
+        rsi_text.replace("{r: 3.0, size_pct: 50}", "{r: 3.0, size_pct: 50, szie: 1}")
+    )
     assert field == "exit.take_profit[1].szie"
     assert "unknown field" in msg
 
@@ -108,17 +121,23 @@ def test_not_a_mapping() -> None:
 
 
 def test_unsupported_schema_version_says_how_to_migrate(rsi_text: str) -> None:
-    [(field, line, msg)] = _problems(rsi_text.replace("schema: stratagem/v1", "schema: stratagem/v9"))
+    [(field, line, msg)] = _problems(
+        rsi_text.replace("schema: stratagem/v1", "schema: stratagem/v9")
+    )
     assert field == "schema" and line is not None and "stratagem migrate" in msg
 
 
 def test_stop_loss_needs_exactly_one_kind(rsi_text: str) -> None:
-    [(field, _, msg)] = _problems(rsi_text.replace("{atr_mult: 2.0, atr_period: 14}", "{atr_mult: 2.0, pct: 2}"))
+    [(field, _, msg)] = _problems(
+        rsi_text.replace("{atr_mult: 2.0, atr_period: 14}", "{atr_mult: 2.0, pct: 2}")
+    )
     assert field == "exit.stop_loss" and "exactly one" in msg
 
 
 def test_take_profit_sizes_cannot_exceed_100(rsi_text: str) -> None:
-    [(field, _, msg)] = _problems(rsi_text.replace("{r: 3.0, size_pct: 50}", "{r: 3.0, size_pct: 60}"))
+    [(field, _, msg)] = _problems(
+        rsi_text.replace("{r: 3.0, size_pct: 50}", "{r: 3.0, size_pct: 60}")
+    )
     assert field == "exit" and "110" in msg
 
 

@@ -1,0 +1,131 @@
+"""The `stratagem` CLI: the README's main job and bad input (exit 2, clear message, nothing half-written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stratagem.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+RSI = ROOT / "examples" / "rsi-reversion.yaml"
+DATA = ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"
+
+
+def test_run_prints_metrics_and_writes_outputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["run", str(RSI), "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "rsi-reversion v1" in text and "total return %" in text and "trades" in text
+    for name in (
+        "strategy.log.jsonl",
+        "orders.log",
+        "trades.csv",
+        "equity.csv",
+        "metrics.json",
+        "report.png",
+        "report.html",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], (
+        "temporary directory left behind"
+    )
+
+
+def test_run_json_and_date_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "run",
+            str(RSI),
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+            "--no-plots",
+            "--from",
+            "2024-03-01",
+            "--to",
+            "2024-06-01",
+        ]
+    )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["from"].startswith("2024-03-01") and data["to"] < "2024-06-01"
+    assert data["artifact"]["name"] == "rsi-reversion"
+    assert not (tmp_path / "r" / "report.png").exists()
+
+
+def _bad(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    return err
+
+
+def test_validate_ok_and_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(RSI)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(RSI.read_text().replace("fn: RSI", "fn: RSII"))
+    err = _bad(["validate", str(bad)], capsys)
+    assert f"{bad}:" in err and "nodes.rsi.fn" in err and "RSII" in err
+
+
+def test_cycle_unknown_kind_and_malformed_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "x.yaml"
+    p.write_text(
+        RSI.read_text().replace(
+            "inputs: [was_oversold, turning_up]", "inputs: [was_oversold, entry_ok]"
+        )
+    )
+    assert "cycle" in _bad(["validate", str(p)], capsys)
+    p.write_text(RSI.read_text().replace("kind: threshold", "kind: thresh", 1))
+    assert "unknown node kind 'thresh'" in _bad(["validate", str(p)], capsys)
+    p.write_text("schema: [\n")
+    assert "invalid YAML" in _bad(["validate", str(p)], capsys)
+
+
+def test_empty_data_and_missing_column_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,open,high,low,close,volume\n")
+    out = tmp_path / "out"
+    err = _bad(["run", str(RSI), "--data", str(empty), "--out", str(out)], capsys)
+    assert "empty.csv" in err
+    nocol = tmp_path / "nocol.csv"
+    nocol.write_text("timestamp,open,high,low,volume\n2024-01-01T00:00:00Z,1,2,0.5,10\n")
+    err = _bad(["run", str(RSI), "--data", str(nocol), "--out", str(out)], capsys)
+    assert "close" in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv", "nocol.csv"]
+
+
+def test_not_enough_bars_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _bad(["run", str(RSI), "--out", str(tmp_path / "o"), "--to", "2024-01-01T10:00Z"], capsys)
+    assert "warm-up" in err
+
+
+def test_schema_command(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    assert main(["schema", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["title"].startswith("stratagem artifact")
+
+
+def test_help_for_every_command() -> None:
+    for cmd in ([], ["run"], ["validate"], ["schema"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "stratagem.cli", *cmd, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0 and "usage: stratagem" in proc.stdout

@@ -7,14 +7,17 @@ fix it), 1 an unexpected internal error (a bug: please report it with the traceb
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stratagem.errors import format_user_error, user_error_types
+from stratagem.errors import StratagemError, format_user_error, user_error_types
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Command groups living in their own modules; each has `register(subparsers)` and sets `func`.
+COMMAND_MODULES: tuple[str, ...] = ()
 DEFAULT_DATA = REPO_ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"
 
 
@@ -73,6 +76,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from strategy_kernel.replay import replay
+
+    report = replay(Path(args.run_dir), Path(args.data) if args.data else None)
+    counts = ", ".join(f"{name}: {n} records" for name, n in report.records.items())
+    if report.divergence is None:
+        print(f"{args.run_dir}: replay is byte-identical ({counts})")
+        return 0
+    d = report.divergence
+    print(f"{args.run_dir}: replay DIVERGES in {d.log} at record {d.record}", file=sys.stderr)
+    print(f"  recorded: {d.expected[:500]}", file=sys.stderr)
+    print(f"  replayed: {d.got[:500]}", file=sys.stderr)
+    return 3
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    from order_kernel.log import verify as verify_order_log
+    from strategy_kernel.log import verify as verify_strategy_log
+
+    for path in map(Path, args.logs):
+        if not path.is_file():
+            raise StratagemError(f"{path}: no such log file")
+        if path.suffix == ".jsonl":
+            s = verify_strategy_log(path)
+            print(f"{path}: OK, strategy log, {s.records} records, head {s.head[:16]}")
+        else:
+            o = verify_order_log(path)
+            print(
+                f"{path}: OK, order log, {o.records} records, {o.size} bytes, head {o.last_hash.hex()[:16]}"
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stratagem",
@@ -112,9 +148,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifacts", nargs="+", help="artifact YAML files")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser(
+        "replay",
+        help="re-run a finished run and check its logs reproduce byte for byte",
+        description="Re-run RUN_DIR (written by `stratagem run`) from its artifact copy and data, and "
+        "compare both logs record by record. Exit 0 if identical, 3 with the first divergence otherwise.",
+    )
+    p.add_argument(
+        "run_dir", help="a directory written by `stratagem run`, e.g. runs/rsi-reversion-v1"
+    )
+    p.add_argument(
+        "--data", help="the data file, if it moved since the run (its digest must match)"
+    )
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("log", help="inspect logs", description="Inspect strategy and order logs.")
+    log_sub = p.add_subparsers(dest="log_command", required=True, metavar="ACTION")
+    q = log_sub.add_parser(
+        "verify",
+        help="check a log's hash chain and framing; name the first bad record",
+        description="Verify strategy logs (*.jsonl) and order logs (msgpack). A torn tail or an edited "
+        "record is reported with its position and the command exits 2.",
+    )
+    q.add_argument(
+        "logs", nargs="+", help="log files, e.g. runs/x/strategy.log.jsonl runs/x/orders.log"
+    )
+    q.set_defaults(func=cmd_log_verify)
+
     p = sub.add_parser("schema", help="print the artifact JSON Schema (stratagem/v1)")
     p.add_argument("--out", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -14,6 +14,7 @@ from artifacts.io import load_with_lines
 from feeds.files import read_bars
 from stratagem.errors import StratagemError
 from strategy_kernel.backtest import BacktestResult, run_backtest
+from strategy_kernel.replay import write_run_file
 from strategy_kernel.report import summary, trade_rows, write_reports
 
 
@@ -100,6 +101,14 @@ def run_backtest_cli(
         else:
             result = run_backtest(artifact, graph, bars, out_dir=tmp)
         files = write_reports(result, tmp, png=plots, html=plots)
+        write_run_file(
+            tmp,
+            artifact_text=artifact_path.read_text(encoding="utf-8"),
+            data_path=data_path,
+            bars=bars,
+            start_ns=start_ns,
+            end_ns=end_ns,
+        )
         if final_dir.exists():
             shutil.rmtree(final_dir)
         tmp.rename(final_dir)

@@ -129,3 +129,75 @@ def test_help_for_every_command() -> None:
             check=False,
         )
         assert proc.returncode == 0 and "usage: stratagem" in proc.stdout
+
+
+def test_replay_identical_then_divergent_and_log_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                str(ROOT / "examples" / "sma-cross.yaml"),
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-plots",
+                "--to",
+                "2024-04-01",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["replay", str(out)]) == 0
+    assert "byte-identical" in capsys.readouterr().out
+    assert main(["log", "verify", str(out / "strategy.log.jsonl"), str(out / "orders.log")]) == 0
+    assert capsys.readouterr().out.count(": OK") == 2
+
+    # a strategy log edited in place breaks the hash chain at that line
+    log = out / "strategy.log.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[40] = lines[40].replace(b'"ts_ns":', b'"ts_ns":9', 1)
+    log.write_bytes(b"".join(lines))
+    err = _bad(["log", "verify", str(log)], capsys)
+    assert f"{log}:42:" in err and "hash chain broken" in err
+
+    # an order log with a torn tail is named with the record and offset
+    olog = out / "orders.log"
+    olog.write_bytes(olog.read_bytes()[:-5])
+    err = _bad(["log", "verify", str(olog)], capsys)
+    assert "torn" in err and "offset" in err
+
+
+def test_replay_detects_changed_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "bars.csv"
+    data.write_text(DATA.read_text())
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "run",
+                str(RSI),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-plots",
+                "--to",
+                "2024-03-01",
+            ]
+        )
+        == 0
+    )
+    lines = data.read_text().splitlines()
+    parts = lines[5].split(",")
+    parts[4] = str(float(parts[4]) + 0.01)  # nudge one close price
+    parts[2] = str(max(float(parts[2]), float(parts[4])))
+    lines[5] = ",".join(parts)
+    data.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    err = _bad(["replay", str(out)], capsys)
+    assert "sha256 mismatch" in err

@@ -94,6 +94,16 @@ def run_backtest(
     # A backtest can be rerun at will, so its order log is not fsynced record by record.
     olog = OrderLog(out_dir / "orders.log", fsync="never") if out_dir else None
     sk.log, ok.log = slog, olog
+    slog.append(
+        "run",
+        int(bars["ts_ns"][0]),
+        artifact=artifact.name,
+        version=artifact.version,
+        content_hash=content_hash(artifact),
+        session=session_id,
+        seed=artifact.backtest.seed,
+        log_format=1,
+    )
     try:
         return _simulate(sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes)
     finally:

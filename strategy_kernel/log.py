@@ -2,7 +2,7 @@
 
 Every input bar, node value change, decision, refusal, command and event is one record, so a
 run can be audited and replayed. JSON keeps it greppable; keys are sorted and floats written
-with `repr` semantics, so the same run gives the same bytes. A torn tail or an edited line
+as their shortest round-trip form (msgspec), NaN/inf as null, so the same run gives the same bytes. A torn tail or an edited line
 breaks the chain and `verify` names the line.
 """
 
@@ -10,24 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
+
 GENESIS = "0" * 64
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null (an undefined value) so logs stay valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
+#: Sorted keys make records independent of dict insertion order; msgspec writes NaN/inf as null.
+_encoder = msgspec.json.Encoder(order="sorted")
 
 
 class StrategyLog:
@@ -48,9 +42,9 @@ class StrategyLog:
             "ts_ns": ts_ns,
             "kind": kind,
             "prev": self.head,
-            **_clean(fields),
+            **fields,
         }
-        line = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        line = _encoder.encode(record)
         self.head = hashlib.sha256(line).hexdigest()
         self.count += 1
         if self._fh is not None:

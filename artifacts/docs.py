@@ -21,6 +21,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("exit.stop_loss", s.StopLoss),
     ("exit.take_profit[]", s.TakeProfit),
     ("condition (inline, for entry.when / exit.when)", s.Condition),
+    ("price point (trend line anchor)", s.PricePoint),
     ("risk", s.Risk),
     ("risk.sizing", s.Sizing),
     ("backtest", s.Backtest),
@@ -36,6 +37,14 @@ _NODES: list[type[BaseModel]] = [
     s.RisingNode,
     s.LookbackNode,
     s.DrawingLevelNode,
+    s.TrendLineNode,
+    s.ZoneNode,
+    s.FibLevelNode,
+    s.TimeWindowNode,
+    s.ResampleNode,
+    s.ConvictionNode,
+    s.ConfluenceNode,
+    s.PythonNode,
 ]
 
 

@@ -9,8 +9,10 @@ no cycle, every indicator exists with valid parameters. The strategy kernel comp
 from __future__ import annotations
 
 import difflib
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import networkx as nx
 
@@ -21,6 +23,8 @@ from artifacts.schema import (
     Condition,
     IndicatorNode,
     LookbackNode,
+    PythonNode,
+    ResampleNode,
     RisingNode,
     ValueType,
 )
@@ -84,20 +88,56 @@ def _rule_refs(artifact: Artifact) -> list[tuple[str, str, ValueType]]:
 
 
 def _node_warmup(node_id: str, artifact: Artifact, bindings: Mapping[str, IndicatorBinding]) -> int:
+    """Undefined steps a node adds on its own clock (bars of its timeframe)."""
     node = artifact.nodes[node_id]
     if node_id in bindings:
         return bindings[node_id].warmup
     if isinstance(node, LookbackNode | RisingNode):
         return node.bars
+    if isinstance(node, PythonNode):
+        return node.warmup
     return 0
 
 
+def _timeframe_ns(tf: str) -> int:
+    from feeds.schema import timeframe_to_ns
+
+    return timeframe_to_ns(tf)
+
+
+def python_node_file(node: PythonNode, base_dir: Path) -> Path:
+    """Where a python node's code lives; its sha256 must match the pinned hash."""
+    return (base_dir / node.path).resolve()
+
+
+def _check_python_node(node_id: str, node: PythonNode, base_dir: Path) -> str | None:
+    path = python_node_file(node, base_dir)
+    if not path.is_file():
+        return f"python node file {path} not found (path is relative to the artifact file)"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != node.sha256:
+        return (
+            f"{path} has sha256 {digest}, but the artifact pins {node.sha256}: the code changed; "
+            "review it and update sha256 (a new artifact version)"
+        )
+    return None
+
+
 def check(
-    artifact: Artifact, source: str = "<artifact>", lines: Mapping[Loc, int] | None = None
+    artifact: Artifact,
+    source: str = "<artifact>",
+    lines: Mapping[Loc, int] | None = None,
+    base_dir: Path | None = None,
 ) -> SignalGraph:
-    """Build and check the signal DAG; raise ArtifactGraphError listing every problem found."""
+    """Build and check the signal DAG; raise ArtifactGraphError listing every problem found.
+
+    `base_dir` resolves python nodes' files (default: the directory of `source`).
+    """
     lines = lines or {}
     problems: list[Problem] = []
+    if base_dir is None:
+        base_dir = Path(source).parent if source != "<artifact>" else Path.cwd()
+    base_tf = _timeframe_ns(artifact.instrument.timeframe)
 
     def line(*loc: str | int) -> int | None:
         for cut in range(len(loc), 0, -1):
@@ -158,6 +198,33 @@ def check(
                 output_index=spec.outputs.index(output),
                 warmup=spec.warmup(params),
             )
+
+    for node_id, node in artifact.nodes.items():
+        if isinstance(node, ResampleNode):
+            from feeds.errors import FeedError
+
+            try:
+                coarse = _timeframe_ns(node.timeframe)
+            except FeedError as exc:
+                problems.append(
+                    Problem(f"nodes.{node_id}.timeframe", str(exc), line("nodes", node_id))
+                )
+                continue
+            if coarse <= base_tf or coarse % base_tf:
+                problems.append(
+                    Problem(
+                        f"nodes.{node_id}.timeframe",
+                        f"{node.timeframe} must be a whole multiple (> 1) of the instrument timeframe "
+                        f"{artifact.instrument.timeframe}",
+                        line("nodes", node_id, "timeframe"),
+                    )
+                )
+        elif isinstance(node, PythonNode):
+            msg = _check_python_node(node_id, node, base_dir)
+            if msg:
+                problems.append(
+                    Problem(f"nodes.{node_id}.path", msg, line("nodes", node_id, "path"))
+                )
 
     edges: list[tuple[str, str, str, ValueType]] = []  # (ref, consumer, field path, expected type)
     for node_id, node in artifact.nodes.items():
@@ -231,10 +298,20 @@ def check(
         raise ArtifactGraphError(source, problems)
 
     order = tuple(n for n in nx.lexicographical_topological_sort(g) if n in artifact.nodes)
+    # Warm-up in base bars: a node on a coarser clock (downstream of a resample) waits
+    # `ratio` base bars per undefined step, and a resample waits for its first complete bucket.
     depth: dict[str, int] = {c: 0 for c in PRICE_COLUMNS}
+    ratio: dict[str, int] = {c: 1 for c in PRICE_COLUMNS}
     for n in order:
-        preds = [depth[p] for p in g.predecessors(n)]
-        depth[n] = max(preds, default=0) + _node_warmup(n, artifact, bindings)
+        node = artifact.nodes[n]
+        preds = list(g.predecessors(n))
+        start = max((depth[p] for p in preds), default=0)
+        if isinstance(node, ResampleNode):
+            ratio[n] = _timeframe_ns(node.timeframe) // base_tf
+            depth[n] = start + ratio[n]
+        else:
+            ratio[n] = min((ratio[p] for p in preds), default=1)
+            depth[n] = start + _node_warmup(n, artifact, bindings) * ratio[n]
     warmup = max((depth[n] for n in order), default=0)
     return SignalGraph(
         graph=g,

@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from artifacts.errors import ArtifactSchemaError, ArtifactSyntaxError, Problem
-from artifacts.schema import SCHEMA_VERSION, Artifact
+from artifacts.schema import NODE_KINDS, SCHEMA_VERSION, Artifact
 
 Loc = tuple[str | int, ...]
 
@@ -93,24 +93,7 @@ def _field_name(loc: Sequence[str | int], index: Mapping[Loc, int]) -> str:
     return out
 
 
-_UNION_TAGS = frozenset(
-    {
-        "indicator",
-        "threshold",
-        "cross",
-        "all",
-        "any",
-        "not",
-        "rising",
-        "falling",
-        "lookback",
-        "drawing_level",
-        "str",
-        "float",
-        "int",
-        "Condition",
-    }
-)
+_UNION_TAGS = frozenset({*NODE_KINDS, "str", "float", "int", "bool", "Condition", "PricePoint"})
 
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[Loc, int]]:

@@ -195,19 +195,258 @@ class LookbackNode(NodeBase):
         return "float"
 
 
-class DrawingLevelNode(NodeBase):
-    """A horizontal price level drawn by the trader (e.g. on TradingView).
+LevelMode = Literal["touch", "above", "below", "break_up", "break_down", "retest"]
 
-    `touch`: the bar's [low, high] reaches within tolerance of the level; `above`/`below`: the
-    close is beyond the level by more than the tolerance.
-    """
+
+class DrawingLevelNode(NodeBase):
+    """A horizontal price level drawn by the trader (e.g. on TradingView). See level modes."""
 
     kind: Literal["drawing_level"]
     price: float = Field(gt=0)
     tolerance_bps: float = Field(default=10.0, ge=0, le=10_000)
-    mode: Literal["touch", "above", "below"] = "touch"
+    mode: LevelMode = "touch"
     source: str = "manual"
     drawing_id: str | None = None
+
+
+class PricePoint(Strict):
+    """A chart anchor: a time (ISO 8601 UTC or int ns) and a price."""
+
+    time: int | str
+    price: float = Field(gt=0)
+
+    def ts_ns(self) -> int:
+        if isinstance(self.time, int):
+            return self.time
+        from datetime import UTC, datetime
+
+        dt = datetime.fromisoformat(self.time.replace("Z", "+00:00"))
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+    @field_validator("time")
+    @classmethod
+    def _valid_time(cls, v: int | str) -> int | str:
+        if isinstance(v, str):
+            from datetime import datetime
+
+            try:
+                datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(
+                    f"invalid time {v!r}: use ISO 8601, e.g. 2024-03-01T12:00Z"
+                ) from None
+        return v
+
+
+class TrendLineNode(NodeBase):
+    """A line through two chart points, projected in time to each bar's close; level modes apply."""
+
+    kind: Literal["trend_line"]
+    p1: PricePoint
+    p2: PricePoint
+    tolerance_bps: float = Field(default=10.0, ge=0, le=10_000)
+    mode: LevelMode = "touch"
+    extend: Literal["right", "both", "none"] = "right"  # where the line exists beyond p1..p2
+    source: str = "manual"
+    drawing_id: str | None = None
+
+    @model_validator(mode="after")
+    def _distinct_times(self) -> TrendLineNode:
+        if self.p1.ts_ns() >= self.p2.ts_ns():
+            raise ValueError("trend_line p1 must be earlier than p2")
+        return self
+
+
+class ZoneNode(NodeBase):
+    """A price band [low, high] (a rectangle drawn on the chart); level modes apply to the band."""
+
+    kind: Literal["zone"]
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+    mode: LevelMode = "touch"
+    source: str = "manual"
+    drawing_id: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ZoneNode:
+        if self.low >= self.high:
+            raise ValueError(f"zone low {self.low} must be below high {self.high}")
+        return self
+
+
+class FibLevelNode(NodeBase):
+    """A Fibonacci retracement level between a swing low and high; level modes apply."""
+
+    kind: Literal["fib_level"]
+    swing_low: float = Field(gt=0)
+    swing_high: float = Field(gt=0)
+    ratio: float = Field(ge=-1, le=5)  # 0.618 = 61.8 % retracement from the high
+    tolerance_bps: float = Field(default=10.0, ge=0, le=10_000)
+    mode: LevelMode = "touch"
+    source: str = "manual"
+    drawing_id: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FibLevelNode:
+        if self.swing_low >= self.swing_high:
+            raise ValueError("fib_level swing_low must be below swing_high")
+        return self
+
+    def price(self) -> float:
+        return self.swing_high - self.ratio * (self.swing_high - self.swing_low)
+
+
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class TimeWindowNode(NodeBase):
+    """True while the bar's open time falls in a session: `hours` "HH:MM-HH:MM" and `weekdays` in `tz`."""
+
+    kind: Literal["time_window"]
+    hours: str = Field(default="00:00-24:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default_factory=lambda: list(_WEEKDAYS)
+    )
+    tz: str = "UTC"
+
+    @field_validator("tz")
+    @classmethod
+    def _known_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r}: use an IANA name such as 'UTC' or 'America/New_York'"
+            ) from None
+        return v
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_hours(cls, v: str) -> str:
+        start, end = (int(x[:2]) * 60 + int(x[3:]) for x in v.split("-"))
+        if not (0 <= start < 24 * 60 and 0 < end <= 24 * 60 and start != end):
+            raise ValueError(
+                f"invalid hours {v!r}: write HH:MM-HH:MM with 00:00 <= start < end <= 24:00 (or wrap past midnight)"
+            )
+        return v
+
+
+class ResampleNode(NodeBase):
+    """The input aggregated over completed bars of a coarser timeframe (multi-timeframe, no look-ahead).
+
+    The value changes only when a coarse bar is complete; nodes fed by it step on that coarser clock.
+    """
+
+    kind: Literal["resample"]
+    input: str
+    timeframe: str = Field(pattern=r"^\d+(m|h|d|w)$")
+    agg: Literal["last", "first", "max", "min", "sum", "mean"] = "last"
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [("input", self.input, "float")]
+
+    def output_type(self) -> ValueType:
+        return "float"
+
+
+class ConvictionNode(NodeBase):
+    """A signed conviction in [-1, 1]: from a float mapped linearly over [lo, hi], or a bool's `value`.
+
+    `scale: one_to_ten` reports it on a 1..10 scale instead (1 = -1, 10 = +1).
+    """
+
+    kind: Literal["conviction"]
+    input: str | None = None
+    lo: float | None = None
+    hi: float | None = None
+    when: str | None = None
+    value: float = Field(default=1.0, ge=-1, le=1)
+    scale: Literal["signed", "one_to_ten"] = "signed"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ConvictionNode:
+        if (self.input is None) == (self.when is None):
+            raise ValueError(
+                "conviction needs exactly one of input (a float node, with lo and hi) or when (a bool node)"
+            )
+        if self.input is not None and (self.lo is None or self.hi is None or self.lo == self.hi):
+            raise ValueError(
+                "conviction from input needs lo and hi with lo != hi (input at lo -> -1, at hi -> +1)"
+            )
+        return self
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        if self.input is not None:
+            return [("input", self.input, "float")]
+        assert self.when is not None
+        return [("when", self.when, "bool")]
+
+    def output_type(self) -> ValueType:
+        return "float"
+
+
+class ConfluenceNode(NodeBase):
+    """Combine convictions: `weighted_sum` (float in [-1, 1]), `k_of_n` (bool: at least k inputs >= threshold),
+    `veto` (weighted sum, forced to 0 while any `vetoes` bool node is true)."""
+
+    kind: Literal["confluence"]
+    inputs: list[str] = Field(min_length=1)
+    method: Literal["weighted_sum", "k_of_n", "veto"] = "weighted_sum"
+    weights: list[float] | None = None
+    k: int = Field(default=1, ge=1)
+    threshold: float = Field(default=0.5, ge=-1, le=1)
+    vetoes: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ConfluenceNode:
+        if self.weights is not None and len(self.weights) != len(self.inputs):
+            raise ValueError(
+                f"confluence has {len(self.inputs)} inputs but {len(self.weights)} weights"
+            )
+        if self.weights is not None and sum(abs(w) for w in self.weights) == 0:
+            raise ValueError("confluence weights are all zero")
+        if self.method == "k_of_n" and self.k > len(self.inputs):
+            raise ValueError(f"k_of_n with k={self.k} but only {len(self.inputs)} inputs")
+        if self.method == "veto" and not self.vetoes:
+            raise ValueError("method veto needs at least one node in vetoes")
+        return self
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        out: list[tuple[str, str, ValueType]] = [
+            (f"inputs[{i}]", r, "float") for i, r in enumerate(self.inputs)
+        ]
+        out += [(f"vetoes[{i}]", r, "bool") for i, r in enumerate(self.vetoes)]
+        return out
+
+    def output_type(self) -> ValueType:
+        return "bool" if self.method == "k_of_n" else "float"
+
+
+class PythonNode(NodeBase):
+    """User code pinned by content hash: `path` (relative to the artifact file) defines `class_name`.
+
+    The class implements initialize(params), update(inputs, bar) -> value, on_fill(fill),
+    get_state() and load_state(state). A file whose sha256 differs from `sha256` is refused.
+    """
+
+    kind: Literal["python"]
+    path: str = Field(pattern=r"^[^/\\].*\.py$")
+    class_name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    inputs: list[str] = Field(default_factory=list)
+    params: dict[str, int | float | str | bool] = Field(default_factory=dict)
+    output: ValueType = "float"
+    warmup: int = Field(default=0, ge=0)
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [(f"inputs[{i}]", r, "float") for i, r in enumerate(self.inputs)]
+
+    def output_type(self) -> ValueType:
+        return self.output
 
 
 Node = Annotated[
@@ -219,7 +458,15 @@ Node = Annotated[
     | NotNode
     | RisingNode
     | LookbackNode
-    | DrawingLevelNode,
+    | DrawingLevelNode
+    | TrendLineNode
+    | ZoneNode
+    | FibLevelNode
+    | TimeWindowNode
+    | ResampleNode
+    | ConvictionNode
+    | ConfluenceNode
+    | PythonNode,
     Field(discriminator="kind"),
 ]
 
@@ -234,6 +481,14 @@ NODE_KINDS: Final[tuple[str, ...]] = (
     "falling",
     "lookback",
     "drawing_level",
+    "trend_line",
+    "zone",
+    "fib_level",
+    "time_window",
+    "resample",
+    "conviction",
+    "confluence",
+    "python",
 )
 
 

@@ -190,24 +190,251 @@ class Lookback:
         self.window.extend(float(x) for x in state)
 
 
-class DrawingLevel:
-    """A horizontal level: `touch` when [low, high] reaches the band, `above`/`below` on the close."""
+class Level:
+    """A price band evaluated with the level modes (touch/above/below/break_up/break_down/retest).
+
+    `band(bar)` gives (lo, hi) for the bar, or None where the drawing does not exist. Breaks arm
+    a retest: the first later bar that touches the band and closes beyond it on the broken side.
+    """
 
     clocked = True
 
-    def __init__(self, price: float, tolerance_bps: float, mode: str) -> None:
-        band = price * tolerance_bps / 10_000.0
-        self.lo, self.hi, self.mode = price - band, price + band, mode
+    def __init__(self, mode: str, band: Callable[[BarValues], tuple[float, float] | None]) -> None:
+        self.mode = mode
+        self.band = band
+        self.prev_pos: int | None = None  # -1 below, 0 inside, +1 above the band at the last close
+        self.armed = 0  # direction of the last unretested break
 
     def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        band = self.band(bar)
+        if band is None:
+            self.prev_pos = None
+            return False
+        lo, hi = band
+        pos = 1 if bar.close > hi else -1 if bar.close < lo else 0
+        touch = bar.low <= hi and bar.high >= lo
+        prev, self.prev_pos = self.prev_pos, pos
+        broke_up = prev is not None and prev <= 0 and pos == 1
+        broke_down = prev is not None and prev >= 0 and pos == -1
+        retest = False
+        if broke_up or broke_down:
+            self.armed = 1 if broke_up else -1
+        elif self.armed and touch and pos == self.armed:
+            retest, self.armed = True, 0
+        elif self.armed and pos == -self.armed:
+            self.armed = 0  # the break failed: back through the band
         if self.mode == "touch":
-            return bar.low <= self.hi and bar.high >= self.lo
+            return touch
         if self.mode == "above":
-            return bar.close > self.hi
-        return bar.close < self.lo
+            return pos == 1
+        if self.mode == "below":
+            return pos == -1
+        if self.mode == "break_up":
+            return broke_up
+        if self.mode == "break_down":
+            return broke_down
+        return retest
 
     def snapshot(self) -> Any:
-        return None
+        return (self.prev_pos, self.armed)
 
     def restore(self, state: Any) -> None:
-        return None
+        self.prev_pos, self.armed = state[0], int(state[1])
+
+
+def fixed_band(price: float, tolerance_bps: float) -> Callable[[BarValues], tuple[float, float]]:
+    half = price * tolerance_bps / 10_000.0
+    return lambda bar: (price - half, price + half)
+
+
+def zone_band(low: float, high: float) -> Callable[[BarValues], tuple[float, float]]:
+    return lambda bar: (low, high)
+
+
+def line_band(
+    t1: int, p1: float, t2: int, p2: float, tolerance_bps: float, extend: str
+) -> Callable[[BarValues], tuple[float, float] | None]:
+    """The line through (t1, p1) and (t2, p2) at each bar's open time, ± tolerance."""
+    slope = (p2 - p1) / (t2 - t1)
+
+    def band(bar: BarValues) -> tuple[float, float] | None:
+        t = bar.ts_ns
+        if (extend in ("right", "none") and t < t1) or (extend == "none" and t > t2):
+            return None
+        price = p1 + slope * (t - t1)
+        if price <= 0:
+            return None
+        half = price * tolerance_bps / 10_000.0
+        return (price - half, price + half)
+
+    return band
+
+
+class TimeWindow(Stateless):
+    """True while the bar's open time is inside the session (hours may wrap past midnight)."""
+
+    clocked = True
+
+    def __init__(self, hours: str, weekdays: Sequence[str], tz: str) -> None:
+        from zoneinfo import ZoneInfo
+
+        start, end = (int(x[:2]) * 60 + int(x[3:]) for x in hours.split("-"))
+        self.start, self.end = start, end
+        names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        self.days = frozenset(names.index(d) for d in weekdays)
+        self.tz = ZoneInfo(tz)
+
+    def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        from datetime import datetime
+
+        local = datetime.fromtimestamp(bar.ts_ns / 1e9, tz=self.tz)
+        minute = local.hour * 60 + local.minute
+        if self.start < self.end:
+            return local.weekday() in self.days and self.start <= minute < self.end
+        # wraps past midnight: the part after midnight belongs to the previous day's session
+        if minute >= self.start:
+            return local.weekday() in self.days
+        return minute < self.end and (local.weekday() - 1) % 7 in self.days
+
+
+_WEEK_NS = 7 * 86_400_000_000_000
+_MONDAY_ORIGIN_NS = 4 * 86_400_000_000_000  # 1970-01-05 was a Monday
+
+
+class Resample:
+    """Aggregates the input over coarse buckets; the value changes only when a bucket completes.
+
+    A bucket is emitted on the bar whose close reaches the bucket end, and only if every fine bar
+    of it was seen (like `feeds.resample` with incomplete="drop"): a bucket cut by the start of the
+    data or by a gap is skipped, never emitted early or from part of its bars. Buckets align to the
+    Unix epoch; weekly buckets start on Monday 00:00 UTC.
+    """
+
+    clocked = True
+
+    def __init__(self, timeframe_ns: int, base_ns: int, agg: str) -> None:
+        self.tf, self.base, self.agg = timeframe_ns, base_ns, agg
+        self.ratio = timeframe_ns // base_ns
+        self.origin = _MONDAY_ORIGIN_NS if timeframe_ns % _WEEK_NS == 0 else 0
+        self.bucket: int | None = None
+        self.acc: list[float] = []
+        self.value = math.nan
+        self.ticked = False
+
+    def _aggregate(self) -> float:
+        a = self.acc
+        if self.agg == "last":
+            return a[-1]
+        if self.agg == "first":
+            return a[0]
+        if self.agg == "max":
+            return max(a)
+        if self.agg == "min":
+            return min(a)
+        total = math.fsum(a)
+        return total if self.agg == "sum" else total / len(a)
+
+    def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        self.ticked = False
+        b = (bar.ts_ns - self.origin) // self.tf
+        if b != self.bucket:
+            self.bucket, self.acc = b, []
+        self.acc.append(float(args[0]))
+        if (bar.ts_ns + self.base - self.origin) % self.tf == 0:
+            if len(self.acc) == self.ratio:
+                self.value = float(self._aggregate())
+                self.ticked = True
+            self.bucket, self.acc = None, []
+        return self.value
+
+    def snapshot(self) -> Any:
+        return (self.bucket, list(self.acc), self.value)
+
+    def restore(self, state: Any) -> None:
+        self.bucket, self.acc, self.value = state[0], [float(x) for x in state[1]], float(state[2])
+
+
+class Conviction(Stateless):
+    """Signed conviction in [-1, 1] from a float over [lo, hi] or a bool's fixed value."""
+
+    def __init__(self, lo: float | None, hi: float | None, value: float, one_to_ten: bool) -> None:
+        self.lo, self.hi, self.value, self.one_to_ten = lo, hi, value, one_to_ten
+
+    def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        x = args[0]
+        if self.lo is None or self.hi is None:
+            c = self.value if x else 0.0
+        else:
+            xf = float(x)
+            if math.isnan(xf):
+                return math.nan
+            c = max(-1.0, min(1.0, 2.0 * (xf - self.lo) / (self.hi - self.lo) - 1.0))
+        return 1.0 + (c + 1.0) * 4.5 if self.one_to_ten else c
+
+
+class Confluence(Stateless):
+    """weighted_sum / k_of_n / veto over convictions; undefined (NaN) inputs are left out."""
+
+    def __init__(
+        self, method: str, n_inputs: int, weights: Sequence[float] | None, k: int, threshold: float
+    ) -> None:
+        self.method, self.n, self.k, self.threshold = method, n_inputs, k, threshold
+        self.weights = list(weights) if weights is not None else [1.0] * n_inputs
+
+    def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        values = [float(a) for a in args[: self.n]]
+        if self.method == "k_of_n":
+            return sum(1 for v in values if not math.isnan(v) and v >= self.threshold) >= self.k
+        if self.method == "veto" and any(bool(v) for v in args[self.n :]):
+            return 0.0
+        pairs = [(w, v) for w, v in zip(self.weights, values, strict=True) if not math.isnan(v)]
+        norm = math.fsum(abs(w) for w, _ in pairs)
+        if not pairs or norm == 0:
+            return math.nan
+        return max(-1.0, min(1.0, math.fsum(w * v for w, v in pairs) / norm))
+
+
+class PythonSignal:
+    """User code loaded from a file whose sha256 was pinned in the artifact."""
+
+    clocked = True
+
+    def __init__(self, path: str, class_name: str, sha256: str, params: dict[str, Any]) -> None:
+        import hashlib
+        import importlib.util
+        from pathlib import Path
+
+        data = Path(path).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:
+            raise ValueError(
+                f"{path}: sha256 {digest} does not match the pinned {sha256}; refusing to run it"
+            )
+        spec = importlib.util.spec_from_file_location(f"stratagem_node_{sha256[:16]}", path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"{path}: cannot be loaded as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        cls = getattr(module, class_name, None)
+        if cls is None:
+            raise ValueError(f"{path}: no class {class_name!r}")
+        self.impl = cls()
+        for method in ("initialize", "update", "get_state", "load_state"):
+            if not callable(getattr(self.impl, method, None)):
+                raise ValueError(f"{path}: {class_name} must define {method}()")
+        self.impl.initialize(dict(params))
+
+    def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        value = self.impl.update(list(args), bar)
+        return value if isinstance(value, bool) else float(value)
+
+    def on_fill(self, fill: Any) -> None:
+        hook = getattr(self.impl, "on_fill", None)
+        if callable(hook):
+            hook(fill)
+
+    def snapshot(self) -> Any:
+        return self.impl.get_state()
+
+    def restore(self, state: Any) -> None:
+        self.impl.load_state(state)

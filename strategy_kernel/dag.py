@@ -10,23 +10,36 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from artifacts.graph import SignalGraph
+from artifacts.graph import SignalGraph, python_node_file
 from artifacts.schema import (
     PRICE_COLUMNS,
     AllNode,
     AnyNode,
     Artifact,
+    ConfluenceNode,
+    ConvictionNode,
     CrossNode,
     DrawingLevelNode,
+    FibLevelNode,
     IndicatorNode,
     LookbackNode,
     NotNode,
+    PythonNode,
+    ResampleNode,
     RisingNode,
     ThresholdNode,
+    TimeWindowNode,
+    TrendLineNode,
+    ZoneNode,
 )
+from feeds.schema import timeframe_to_ns
 from indicators import nodes as sn
+from indicators.registry import get_indicator
+
+BASE_CLOCK: frozenset[str] = frozenset({"base"})
 
 
 @dataclass
@@ -34,16 +47,16 @@ class _Compiled:
     node_id: str
     impl: sn.SignalNode
     inputs: tuple[str, ...]  # ids of nodes/columns whose values are passed, in order
+    clocks: frozenset[str] = BASE_CLOCK  # the clocks this node steps on
 
 
-def _build(node_id: str, artifact: Artifact, graph: SignalGraph) -> _Compiled:
+def _build(node_id: str, artifact: Artifact, graph: SignalGraph, base_dir: Path) -> _Compiled:
     node = artifact.nodes[node_id]
+    base_ns = timeframe_to_ns(artifact.instrument.timeframe)
     impl: sn.SignalNode
     inputs: tuple[str, ...]
     if isinstance(node, IndicatorNode):
         b = graph.indicators[node_id]
-        from indicators.registry import get_indicator
-
         spec = get_indicator(b.fn)
         impl = sn.IndicatorSignal(b.fn, dict(b.params), spec.inputs, b.output_index)
         inputs = b.inputs
@@ -66,21 +79,62 @@ def _build(node_id: str, artifact: Artifact, graph: SignalGraph) -> _Compiled:
     elif isinstance(node, LookbackNode):
         impl, inputs = sn.Lookback(node.bars), (node.input,)
     elif isinstance(node, DrawingLevelNode):
-        impl, inputs = sn.DrawingLevel(node.price, node.tolerance_bps, node.mode), ()
+        impl, inputs = sn.Level(node.mode, sn.fixed_band(node.price, node.tolerance_bps)), ()
+    elif isinstance(node, ZoneNode):
+        impl, inputs = sn.Level(node.mode, sn.zone_band(node.low, node.high)), ()
+    elif isinstance(node, FibLevelNode):
+        impl, inputs = sn.Level(node.mode, sn.fixed_band(node.price(), node.tolerance_bps)), ()
+    elif isinstance(node, TrendLineNode):
+        band = sn.line_band(
+            node.p1.ts_ns(),
+            node.p1.price,
+            node.p2.ts_ns(),
+            node.p2.price,
+            node.tolerance_bps,
+            node.extend,
+        )
+        impl, inputs = sn.Level(node.mode, band), ()
+    elif isinstance(node, TimeWindowNode):
+        impl, inputs = sn.TimeWindow(node.hours, node.weekdays, node.tz), ()
+    elif isinstance(node, ResampleNode):
+        impl = sn.Resample(timeframe_to_ns(node.timeframe), base_ns, node.agg)
+        inputs = (node.input,)
+    elif isinstance(node, ConvictionNode):
+        impl = sn.Conviction(node.lo, node.hi, node.value, node.scale == "one_to_ten")
+        inputs = (node.input,) if node.input is not None else (str(node.when),)
+    elif isinstance(node, ConfluenceNode):
+        impl = sn.Confluence(node.method, len(node.inputs), node.weights, node.k, node.threshold)
+        inputs = (*node.inputs, *node.vetoes)
+    elif isinstance(node, PythonNode):
+        path = python_node_file(node, base_dir)
+        impl = sn.PythonSignal(str(path), node.class_name, node.sha256, dict(node.params))
+        inputs = tuple(node.inputs)
     else:  # pragma: no cover - the schema's discriminated union makes this unreachable
         raise TypeError(f"no executable node for kind {node.kind!r}")
     return _Compiled(node_id, impl, inputs)
 
 
 class DagEvaluator:
-    """Holds node state and current values; `on_bar` returns the nodes whose value changed."""
+    """Holds node state and current values; `on_bar` returns the nodes whose value changed.
 
-    def __init__(self, artifact: Artifact, graph: SignalGraph) -> None:
+    Clocks: every node steps on the clocks of its inputs. Price columns and input-less nodes
+    (levels, time windows) are on the base clock (every bar); a resample node starts a clock of
+    its own that ticks when a coarse bar completes, so an SMA over 4h closes steps every 4 hours.
+    """
+
+    def __init__(
+        self, artifact: Artifact, graph: SignalGraph, base_dir: Path | None = None
+    ) -> None:
         self.graph = graph
-        self.compiled = [_build(n, artifact, graph) for n in graph.order]
+        base = base_dir or Path.cwd()
+        self.compiled = [_build(n, artifact, graph, base) for n in graph.order]
         self.values: dict[str, sn.Value] = {c: math.nan for c in PRICE_COLUMNS}
+        clocks: dict[str, frozenset[str]] = {c: BASE_CLOCK for c in PRICE_COLUMNS}
         for c in self.compiled:
             self.values[c.node_id] = math.nan if graph.types[c.node_id] == "float" else False
+            own = frozenset().union(*(clocks[i] for i in c.inputs)) if c.inputs else BASE_CLOCK
+            c.clocks = own
+            clocks[c.node_id] = frozenset({c.node_id}) if isinstance(c.impl, sn.Resample) else own
         self.evaluations = 0  # how many node updates ran (incrementality is observable)
 
     def on_bar(self, bar: sn.BarValues) -> list[str]:
@@ -89,13 +143,19 @@ class DagEvaluator:
             if not _same(self.values[col], value):
                 changed.add(col)
             self.values[col] = value
+        ticked = set(BASE_CLOCK)
         out: list[str] = []
         for c in self.compiled:
-            if not c.impl.clocked and not any(i in changed for i in c.inputs):
+            if c.impl.clocked:
+                if ticked.isdisjoint(c.clocks):
+                    continue
+            elif not any(i in changed for i in c.inputs):
                 continue
             args = [self.values[i] for i in c.inputs]
             new = c.impl.update(args, bar)
             self.evaluations += 1
+            if isinstance(c.impl, sn.Resample) and c.impl.ticked:
+                ticked.add(c.node_id)
             if not _same(self.values[c.node_id], new):
                 self.values[c.node_id] = new
                 changed.add(c.node_id)

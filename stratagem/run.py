@@ -87,23 +87,30 @@ def run_backtest_cli(
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
     try:
-        show = not quiet and not as_json and sys.stderr.isatty()
-        if show:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            bar = tqdm(
-                total=bars.height, unit="bar", desc="backtest", file=sys.stderr, mininterval=0.2
-            )
+        show = not quiet and not as_json and sys.stderr.isatty()
+        with tqdm(
+            total=bars.height,
+            unit="bar",
+            desc="backtest",
+            file=sys.stderr,
+            mininterval=0.2,
+            disable=not show,
+        ) as progress:
             result = run_backtest(
-                artifact, graph, bars, out_dir=tmp, progress=lambda i: bar.update(1)
+                artifact,
+                graph,
+                bars,
+                out_dir=tmp,
+                progress=lambda i: progress.update(1),
+                base_dir=artifact_path.parent,
             )
-            bar.close()
-        else:
-            result = run_backtest(artifact, graph, bars, out_dir=tmp)
         files = write_reports(result, tmp, png=plots, html=plots)
         write_run_file(
             tmp,
-            artifact_text=artifact_path.read_text(encoding="utf-8"),
+            artifact=artifact,
+            artifact_path=artifact_path,
             data_path=data_path,
             bars=bars,
             start_ns=start_ns,

@@ -76,13 +76,19 @@ def run_backtest(
     session_id: str = "bt",
     progress: Callable[[int], None] | None = None,
     record_nodes: tuple[str, ...] = (),
+    base_dir: Path | None = None,
 ) -> BacktestResult:
-    """Run the artifact over `bars` (BAR_SCHEMA). Writes logs into out_dir when given."""
+    """Run the artifact over `bars` (BAR_SCHEMA). Writes logs into out_dir when given.
+
+    `base_dir` resolves python nodes' files (the artifact's directory).
+    """
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
     inst = instrument_spec(artifact)
 
-    sk = StrategyKernel(artifact, graph, session_id=session_id, timeframe_ns=tf_ns)
+    sk = StrategyKernel(
+        artifact, graph, session_id=session_id, timeframe_ns=tf_ns, base_dir=base_dir
+    )
     if n < sk.warmup + 1:
         raise BacktestError(
             f"{n} bars is not enough: the strategy needs {sk.warmup} warm-up bars plus at least one to trade; "

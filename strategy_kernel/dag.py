@@ -162,6 +162,13 @@ class DagEvaluator:
                 out.append(c.node_id)
         return out
 
+    def on_fill(self, fill: Mapping[str, Any]) -> None:
+        """Nodes with an `on_fill` hook (python nodes) see every fill, in order."""
+        for c in self.compiled:
+            hook = getattr(c.impl, "on_fill", None)
+            if hook is not None:
+                hook(dict(fill))
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "values": dict(self.values),

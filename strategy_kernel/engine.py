@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 
@@ -76,6 +77,7 @@ class StrategyKernel:
         session_id: str,
         timeframe_ns: int,
         log: StrategyLog | None = None,
+        base_dir: Path | None = None,
     ) -> None:
         from strategy_kernel.dag import DagEvaluator
 
@@ -84,7 +86,7 @@ class StrategyKernel:
         self.session_id = session_id
         self.timeframe_ns = timeframe_ns
         self.log = log or StrategyLog(None)
-        self.dag = DagEvaluator(artifact, graph)
+        self.dag = DagEvaluator(artifact, graph, base_dir)
         self.price_inc = artifact.instrument.price_increment
         self.size_inc = artifact.instrument.size_increment
         self.unit_value = float(self.price_inc * self.size_inc)
@@ -375,6 +377,7 @@ class StrategyKernel:
         return []
 
     def _on_fill(self, ev: m.OrderFilled) -> None:
+        self.dag.on_fill(_builtins(ev))
         t = self.trade
         if t is None:
             self._refuse(

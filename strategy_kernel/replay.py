@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 
 import polars as pl
 
+from artifacts.graph import python_node_file
+from artifacts.schema import Artifact, PythonNode
 from strategy_kernel.errors import StrategyError
 
 RUN_FILE = "run.json"
@@ -37,13 +40,20 @@ def data_digest(bars: pl.DataFrame) -> str:
 def write_run_file(
     out_dir: Path,
     *,
-    artifact_text: str,
+    artifact: Artifact,
+    artifact_path: Path,
     data_path: Path,
     bars: pl.DataFrame,
     start_ns: int | None,
     end_ns: int | None,
 ) -> None:
-    (out_dir / "artifact.yaml").write_text(artifact_text)
+    """Record what was run: a copy of the artifact (and its python node files) and the data digest."""
+    (out_dir / "artifact.yaml").write_bytes(artifact_path.read_bytes())
+    for node in artifact.nodes.values():
+        if isinstance(node, PythonNode):
+            target = out_dir / node.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(python_node_file(node, artifact_path.parent), target)
     info = {
         "artifact": "artifact.yaml",
         "data": str(data_path.resolve()),
@@ -129,6 +139,6 @@ def replay(run_dir: Path, data_override: Path | None = None) -> ReplayReport:
             "pass the original file with --data"
         )
     with tempfile.TemporaryDirectory(prefix="stratagem-replay-") as tmp:
-        run_backtest(artifact, graph, bars, out_dir=Path(tmp))
+        run_backtest(artifact, graph, bars, out_dir=Path(tmp), base_dir=run_dir)
         counts, div = compare_logs(run_dir, Path(tmp))
     return ReplayReport(run_dir, counts, div)

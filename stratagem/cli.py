@@ -109,6 +109,12 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from stratagem.sweep_cli import run_sweep_cli
+
+    return run_sweep_cli(args, DEFAULT_DATA)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stratagem",
@@ -174,6 +180,53 @@ def build_parser() -> argparse.ArgumentParser:
         "logs", nargs="+", help="log files, e.g. runs/x/strategy.log.jsonl runs/x/orders.log"
     )
     q.set_defaults(func=cmd_log_verify)
+
+    p = sub.add_parser(
+        "sweep",
+        help="backtest a grid or random sample of parameter values, optionally walk-forward",
+        description="Sweep artifact parameters (dotted paths such as nodes.rsi.params.period). "
+        "Grid: PATH=V1,V2 or PATH=LO:HI:STEP. Random search: PATH=LO..HI with --random N. "
+        "Runs in parallel local processes (or a Dask cluster with --executor dask --address).",
+    )
+    p.add_argument("artifact", help="artifact YAML")
+    p.add_argument(
+        "--param",
+        action="append",
+        required=True,
+        metavar="PATH=VALUES",
+        help="a swept parameter (repeatable)",
+    )
+    p.add_argument(
+        "--random",
+        type=int,
+        metavar="N",
+        help="random search: N seeded samples instead of the grid",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    p.add_argument(
+        "--objective",
+        default="sharpe",
+        help="metric to rank by (default sharpe), e.g. total_return_pct",
+    )
+    p.add_argument(
+        "--walk-forward",
+        metavar="TRAIN:TEST",
+        help="walk-forward with TRAIN and TEST windows in bars",
+    )
+    p.add_argument("--executor", choices=["process", "serial", "dask"], default="process")
+    p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
+    p.add_argument("--address", help="Dask scheduler address (with --executor dask)")
+    p.add_argument("--data", help="bars as CSV or parquet (default: the bundled sample data)")
+    p.add_argument(
+        "--from", dest="start", type=_parse_date_ns, help="first bar time, ISO date (UTC)"
+    )
+    p.add_argument(
+        "--to", dest="end", type=_parse_date_ns, help="last bar time (exclusive), ISO date (UTC)"
+    )
+    p.add_argument("--out", help="write every result as CSV to this file")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("schema", help="print the artifact JSON Schema (stratagem/v1)")
     p.add_argument("--out", help="write to this file instead of stdout")

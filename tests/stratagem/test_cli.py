@@ -201,3 +201,35 @@ def test_replay_detects_changed_data(tmp_path: Path, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     err = _bad(["replay", str(out)], capsys)
     assert "sha256 mismatch" in err
+
+
+def test_sweep_command_csv_and_bad_params(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sma = str(ROOT / "examples" / "sma-cross.yaml")
+    out = tmp_path / "sweep.csv"
+    args = [
+        "sweep",
+        sma,
+        "--param",
+        "nodes.fast.params.period=10,20",
+        "--executor",
+        "serial",
+        "--to",
+        "2024-03-01",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    assert "top 2 of 2 by sharpe" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert len(lines) == 3 and "nodes.fast.params.period" in lines[0]
+    err = _bad(
+        ["sweep", sma, "--param", "nodes.fast.params.period=0,5", "--executor", "serial"], capsys
+    )
+    assert "period" in err and "invalid artifact" in err
+    err = _bad(
+        ["sweep", sma, "--param", "nodes.fast.params.period=5..9", "--executor", "serial"], capsys
+    )
+    assert "--random" in err

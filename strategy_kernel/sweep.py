@@ -1,0 +1,324 @@
+"""Parameter sweeps and walk-forward runs over artifact parameters.
+
+A parameter is a dotted path into the artifact (`nodes.rsi.params.period`,
+`exit.take_profit.0.r`). Every combination is a new artifact, validated exactly like a
+hand-written one, then backtested by `evaluate`: one picklable task function that runs the same
+in-process, in local worker processes or on a Dask cluster. Results come back in a
+deterministic order (the order of the combinations), whatever order the workers finish in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+import yaml
+
+from artifacts.graph import check
+from artifacts.io import content_hash, dumps, loads, to_data
+from artifacts.schema import Artifact
+from strategy_kernel.backtest import run_backtest
+from strategy_kernel.errors import StrategyError
+
+Value = int | float | str | bool
+
+
+class SweepError(StrategyError):
+    """A sweep cannot run: bad parameter path or value, or an invalid combination."""
+
+
+@dataclass(frozen=True)
+class ParamAxis:
+    """One swept parameter: an explicit list of values (grid) or a numeric range (random search)."""
+
+    path: str
+    values: tuple[Value, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+
+    def sample(self, rng: random.Random) -> Value:
+        if self.values:
+            return rng.choice(self.values)
+        assert self.low is not None and self.high is not None
+        if self.integer:
+            return rng.randint(int(self.low), int(self.high))
+        return rng.uniform(self.low, self.high)
+
+
+def _number(text: str) -> Value:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_axis(spec: str) -> ParamAxis:
+    """`path=v1,v2,v3` (grid values), `path=lo:hi:step` (grid range) or `path=lo..hi` (random range)."""
+    path, sep, rhs = spec.partition("=")
+    if not sep or not path or not rhs:
+        raise SweepError(f"--param {spec!r}: write PATH=V1,V2 or PATH=LO:HI:STEP or PATH=LO..HI")
+    if ".." in rhs:
+        lo, hi = (_number(x) for x in rhs.split("..", 1))
+        if not isinstance(lo, int | float) or not isinstance(hi, int | float) or lo >= hi:
+            raise SweepError(f"--param {spec!r}: a random range needs numbers LO < HI")
+        integer = isinstance(lo, int) and isinstance(hi, int)
+        return ParamAxis(path, low=float(lo), high=float(hi), integer=integer)
+    if rhs.count(":") == 2:
+        parts = [_number(x) for x in rhs.split(":")]
+        nums = [p for p in parts if isinstance(p, int | float) and not isinstance(p, bool)]
+        if len(nums) != 3 or nums[2] <= 0 or nums[0] > nums[1]:
+            raise SweepError(f"--param {spec!r}: a grid range needs numbers LO <= HI and STEP > 0")
+        lo, hi, step = nums
+        n = math.floor((hi - lo) / step + 1e-9) + 1
+        if all(isinstance(x, int) for x in nums):
+            return ParamAxis(path, values=tuple(int(lo) + i * int(step) for i in range(n)))
+        return ParamAxis(path, values=tuple(float(lo) + i * float(step) for i in range(n)))
+    return ParamAxis(path, values=tuple(_number(x) for x in rhs.split(",")))
+
+
+def set_param(data: dict[str, Any], path: str, value: Value) -> None:
+    """Set `path` inside plain artifact data; every part but the last must already exist."""
+    parts = path.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        key: Any = int(part) if isinstance(node, list) else part
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            where = ".".join(parts[: i + 1])
+            raise SweepError(
+                f"parameter path {path!r}: {where!r} does not exist in the artifact"
+            ) from None
+    last: Any = int(parts[-1]) if isinstance(node, list) else parts[-1]
+    if (
+        isinstance(node, dict)
+        and last not in node
+        and not (len(parts) >= 2 and parts[-2] == "params")
+    ):
+        raise SweepError(
+            f"parameter path {path!r}: no field {last!r} there (params may add new keys)"
+        )
+    node[last] = value
+
+
+def apply_params(artifact: Artifact, params: Mapping[str, Value]) -> Artifact:
+    """A new, fully validated artifact with `params` set (provenance notes the parent hash)."""
+    data = to_data(artifact)
+    for path, value in params.items():
+        set_param(data, path, value)
+    data.setdefault("provenance", {})["parent"] = content_hash(artifact)
+    text = yaml.safe_dump(data, sort_keys=False)
+    try:
+        new = loads(text, f"<sweep {dict(params)}>")
+        check(new, f"<sweep {dict(params)}>")
+    except Exception as exc:
+        raise SweepError(f"parameters {dict(params)} make an invalid artifact:\n{exc}") from None
+    return new
+
+
+def combinations(
+    axes: Sequence[ParamAxis], *, random_n: int | None = None, seed: int = 0
+) -> list[dict[str, Value]]:
+    """Grid: the cartesian product in the given order. Random: `random_n` seeded samples."""
+    if not axes:
+        raise SweepError("no parameters to sweep: give at least one --param")
+    if random_n is None:
+        missing = [a.path for a in axes if not a.values]
+        if missing:
+            raise SweepError(
+                f"{missing[0]}: a LO..HI range needs --random N; use V1,V2 or LO:HI:STEP for a grid"
+            )
+        return [
+            dict(zip([a.path for a in axes], combo, strict=True))
+            for combo in itertools.product(*(a.values for a in axes))
+        ]
+    rng = random.Random(seed)
+    return [{a.path: a.sample(rng) for a in axes} for _ in range(random_n)]
+
+
+@dataclass(frozen=True)
+class SweepTask:
+    artifact_yaml: str
+    params: dict[str, Value]
+    bars: pl.DataFrame
+    index: int
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    index: int
+    params: dict[str, Value]
+    metrics: dict[str, float | int | None]
+    trades: int
+    strategy_log_head: str
+    error: str | None = None
+
+    def objective(self, name: str) -> float:
+        v = self.metrics.get(name)
+        return float(v) if isinstance(v, int | float) and math.isfinite(v) else -math.inf
+
+
+def evaluate(task: SweepTask) -> SweepResult:
+    """Backtest one combination. Pure and picklable: the same function runs on every executor."""
+    base = loads(task.artifact_yaml)
+    try:
+        art = apply_params(base, task.params)
+        result = run_backtest(art, check(art), task.bars)
+    except StrategyError as exc:
+        return SweepResult(task.index, task.params, {}, 0, "", error=str(exc))
+    return SweepResult(
+        task.index,
+        task.params,
+        result.metrics.as_dict(),
+        len(result.trades),
+        result.strategy_log_head,
+    )
+
+
+def _run_tasks(
+    tasks: list[SweepTask],
+    *,
+    executor: str,
+    workers: int,
+    address: str | None,
+    progress: Callable[[int], None] | None,
+) -> list[SweepResult]:
+    results: list[SweepResult] = []
+    if executor == "serial" or len(tasks) <= 1:
+        for t in tasks:
+            results.append(evaluate(t))
+            if progress:
+                progress(1)
+    elif executor == "process":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn, not fork: polars and numba start threads that a forked child must not inherit
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        ) as pool:
+            futures = [pool.submit(evaluate, t) for t in tasks]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                if progress:
+                    progress(1)
+    elif executor == "dask":
+        try:
+            from distributed import Client
+            from distributed import as_completed as dask_completed
+        except ImportError:
+            raise SweepError(
+                "executor 'dask' needs the dask[distributed] package (pip install 'stratagem[cluster]')"
+            ) from None
+        make_client: Any = Client  # distributed ships no type hints
+        client_kwargs = (
+            {"address": address}
+            if address
+            else {"processes": False, "n_workers": 1, "threads_per_worker": workers}
+        )
+        with make_client(**client_kwargs) as client:
+            futures = client.map(evaluate, tasks, pure=False)
+            completed: Any = dask_completed
+            for fut in completed(futures):
+                results.append(fut.result())
+                if progress:
+                    progress(1)
+    else:
+        raise SweepError(f"unknown executor {executor!r}: use serial, process or dask")
+    return sorted(results, key=lambda r: r.index)
+
+
+def sweep(
+    artifact: Artifact,
+    bars: pl.DataFrame,
+    combos: Iterable[Mapping[str, Value]],
+    *,
+    executor: str = "process",
+    workers: int = 2,
+    address: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[SweepResult]:
+    """Backtest every combination; results in combination order. Invalid combos fail up front."""
+    params = [dict(c) for c in combos]
+    for p in params:
+        apply_params(artifact, p)  # fail fast, in the caller, with the path and value named
+    text = dumps(artifact)
+    tasks = [SweepTask(text, p, bars, i) for i, p in enumerate(params)]
+    return _run_tasks(tasks, executor=executor, workers=workers, address=address, progress=progress)
+
+
+def best(results: Sequence[SweepResult], objective: str) -> SweepResult:
+    ok = [r for r in results if r.error is None]
+    if not ok:
+        raise SweepError(
+            "every combination failed: " + (results[0].error or "") if results else "no results"
+        )
+    return max(ok, key=lambda r: (r.objective(objective), -r.index))
+
+
+@dataclass(frozen=True)
+class WalkForwardFold:
+    train_range: tuple[int, int]
+    test_range: tuple[int, int]
+    best_params: dict[str, Value]
+    train_objective: float
+    test_result: SweepResult
+
+
+def walk_forward(
+    artifact: Artifact,
+    bars: pl.DataFrame,
+    combos: Sequence[Mapping[str, Value]],
+    *,
+    train_bars: int,
+    test_bars: int,
+    objective: str = "sharpe",
+    executor: str = "process",
+    workers: int = 2,
+    address: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[WalkForwardFold]:
+    """Optimise on each train window, then run the winner on the following test window.
+
+    The test run starts `warm-up` bars before the test window so indicators are defined when it
+    begins; no trade can happen in those bars (the strategy is still warming up).
+    """
+    if train_bars <= 0 or test_bars <= 0:
+        raise SweepError("walk-forward needs positive train and test lengths")
+    n = bars.height
+    if train_bars + test_bars > n:
+        raise SweepError(
+            f"walk-forward needs {train_bars + test_bars} bars (train + test); the data has {n}"
+        )
+    folds: list[WalkForwardFold] = []
+    start = 0
+    while start + train_bars + test_bars <= n:
+        tr = (start, start + train_bars)
+        te = (tr[1], tr[1] + test_bars)
+        results = sweep(
+            artifact,
+            bars[tr[0] : tr[1]],
+            combos,
+            executor=executor,
+            workers=workers,
+            address=address,
+            progress=progress,
+        )
+        winner = best(results, objective)
+        art = apply_params(artifact, winner.params)
+        warm = check(art).warmup
+        lo = max(0, te[0] - warm - 1)
+        test = evaluate(SweepTask(dumps(art), {}, bars[lo : te[1]], 0))
+        folds.append(
+            WalkForwardFold(tr, te, dict(winner.params), winner.objective(objective), test)
+        )
+        start += test_bars
+    return folds

@@ -10,7 +10,7 @@ Per bar, in this order (the order is what makes it point-in-time):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from artifacts.graph import SignalGraph
+from artifacts.graph import SignalGraph, check
 from artifacts.io import content_hash
 from artifacts.schema import Artifact
 from feeds.schema import timeframe_to_ns
@@ -77,10 +77,12 @@ def run_backtest(
     progress: Callable[[int], None] | None = None,
     record_nodes: tuple[str, ...] = (),
     base_dir: Path | None = None,
+    swaps: Sequence[tuple[int, Artifact]] = (),
 ) -> BacktestResult:
     """Run the artifact over `bars` (BAR_SCHEMA). Writes logs into out_dir when given.
 
-    `base_dir` resolves python nodes' files (the artifact's directory).
+    `base_dir` resolves python nodes' files (the artifact's directory). `swaps` hot-swaps a new
+    artifact version in after the given bar index closes (re-parameterisation without teardown).
     """
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
@@ -111,7 +113,7 @@ def run_backtest(
         log_format=1,
     )
     try:
-        return _simulate(sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes)
+        return _simulate(sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes, dict(swaps))
     finally:
         slog.close()
         if olog is not None:
@@ -127,6 +129,7 @@ def _simulate(
     tf_ns: int,
     progress: Callable[[int], None] | None,
     record_nodes: tuple[str, ...],
+    swaps: dict[int, Artifact],
 ) -> BacktestResult:
     n = bars.height
     session_id = sk.session_id
@@ -181,6 +184,9 @@ def _simulate(
         position[i] = sk.position
         for k in record_nodes:
             node_series[k][i] = float(sk.dag.values[k])
+        if i in swaps:  # the new version takes over at this bar's close
+            new = swaps[i]
+            deliver(sk.reparameterize(new, check(new), int(ts[i]) + tf_ns))
         if progress is not None:
             progress(i)
     sk.log.close()

@@ -183,6 +183,25 @@ class DagEvaluator:
                 self.values[c.node_id] = state["values"][c.node_id]
 
 
+def unchanged_nodes(old: Artifact, new: Artifact) -> set[str]:
+    """Nodes of `new` defined exactly as in `old`, with every upstream node unchanged too:
+    their state can carry over a hot-swap (indicator history is not lost)."""
+    memo: dict[str, bool] = {}
+
+    def same(node_id: str) -> bool:
+        if node_id in PRICE_COLUMNS:
+            return True
+        if node_id not in memo:
+            memo[node_id] = False  # cycles are impossible in checked graphs; guard anyway
+            node = new.nodes[node_id]
+            memo[node_id] = old.nodes.get(node_id) == node and all(
+                same(r) for _, r, _ in node.refs()
+            )
+        return memo[node_id]
+
+    return {n for n in new.nodes if same(n)}
+
+
 def _same(a: sn.Value, b: sn.Value) -> bool:
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True

@@ -20,8 +20,9 @@ from indicators.nodes import BarValues, compare
 from indicators.streaming import make_stream
 from order_kernel import messages as m
 from order_kernel.spec import OrderType, Side, TimeInForce
+from strategy_kernel.errors import StrategyError
 from strategy_kernel.log import StrategyLog
-from strategy_kernel.risk import RiskState, plan_entry
+from strategy_kernel.risk import EntryPlan, RiskState, place_targets, plan_entry
 from strategy_kernel.state import Phase, Trigger, next_phase
 
 NS_PER_DAY = 86_400_000_000_000
@@ -54,6 +55,9 @@ class Trade:
     targets: list[int] = field(default_factory=list)
     risk_units: int = 0  # |entry - stop| * qty at plan time, notional units
     planned_qty: int = 0
+    ref_price: int = (
+        0  # the entry reference (signal close + offset), ticks: stops and targets hang on it
+    )
     exit_reason: str = ""
     entry_bar: int = 0
     exit_bar: int = 0
@@ -62,6 +66,10 @@ class Trade:
     def pnl(self) -> int:
         gross = self.exit_cost - self.entry_cost
         return (gross if self.side == "long" else -gross) - self.fees
+
+
+class ReparamError(StrategyError):
+    """A hot-swap asks for a change that cannot be made in place."""
 
 
 class StrategyKernel:
@@ -86,6 +94,7 @@ class StrategyKernel:
         self.session_id = session_id
         self.timeframe_ns = timeframe_ns
         self.log = log or StrategyLog(None)
+        self.base_dir = base_dir
         self.dag = DagEvaluator(artifact, graph, base_dir)
         self.price_inc = artifact.instrument.price_increment
         self.size_inc = artifact.instrument.size_increment
@@ -113,6 +122,11 @@ class StrategyKernel:
         self._trade_counter = 0
         self._atr_value = math.nan
         self._sent: dict[int, m.Message] = {}
+        self._last_bar: BarValues | None = None
+        self._entry_ref = 0  # price of the working entry order (ticks)
+        self._bracket_sent: tuple[int | None, tuple[int, ...]] = (None, ())
+        self.warm_until_bar = 0  # after a hot-swap, entries wait for new nodes to warm up
+        self._pending: list[m.Message] = []  # commands decided while handling an event
 
     # ------------------------------------------------------------------ helpers
 
@@ -178,6 +192,7 @@ class StrategyKernel:
     def on_bar(self, bar: BarValues) -> list[m.Message]:
         """A bar closed: update nodes, step the state machine, return commands (ts = bar close)."""
         self.bar_index += 1
+        self._last_bar = bar
         ts = bar.ts_ns + self.timeframe_ns  # decisions happen at the bar's close
         self.last_close = self._ticks(bar.close)
         self.log.append(
@@ -197,7 +212,11 @@ class StrategyKernel:
                 self._transition(Trigger.WARMED_UP, ts, f"{self.warmup} warm-up bars seen")
             else:
                 return out
-        if self.phase is Phase.LOOKING and self._cond(self.artifact.entry.when):
+        if (
+            self.phase is Phase.LOOKING
+            and self.bar_index >= self.warm_until_bar
+            and self._cond(self.artifact.entry.when)
+        ):
             out.extend(self._enter(ts, bar))
         elif self.phase is Phase.ENTERED:
             if (
@@ -229,18 +248,15 @@ class StrategyKernel:
                 out.extend(self._exit(ts, why))
         return out
 
-    def _enter(self, ts: int, bar: BarValues) -> list[m.Message]:
+    def _plan(self, ts: int, ref: int) -> EntryPlan | str:
+        """Size and place stop/targets around `ref` with the current artifact's rules."""
         a = self.artifact
-        side = a.entry.side
-        tmpl = a.entry.order
-        close = self._ticks(bar.close)
-        ref = close + tmpl.offset_ticks if tmpl.type != "market" else close
         level = None
         if a.exit.stop_loss is not None and a.exit.stop_loss.level is not None:
             level = float(self.dag.values[a.exit.stop_loss.level])
-        plan = plan_entry(
+        return plan_entry(
             artifact=a,
-            side=side,
+            side=a.entry.side,
             ref_ticks=ref,
             atr=self._atr_value,
             level=level,
@@ -248,6 +264,18 @@ class StrategyKernel:
             risk=self.risk,
             ts_ns=ts,
         )
+
+    def _entry_price(self, bar: BarValues) -> int:
+        tmpl = self.artifact.entry.order
+        close = self._ticks(bar.close)
+        return close + tmpl.offset_ticks if tmpl.type != "market" else close
+
+    def _enter(self, ts: int, bar: BarValues) -> list[m.Message]:
+        a = self.artifact
+        side = a.entry.side
+        tmpl = a.entry.order
+        ref = self._entry_price(bar)
+        plan = self._plan(ts, ref)
         if isinstance(plan, str):
             rule, _, detail = plan.partition(": ")
             self._refuse(ts, rule, detail)
@@ -282,6 +310,8 @@ class StrategyKernel:
             tag="entry",
         )
         self.entry_id = cid
+        self._entry_ref = ref
+        self._bracket_sent = (plan.stop_ticks, tuple(p for p, _ in plan.targets))
         self.entry_deadline_bar = (
             self.bar_index + tmpl.timeout.bars(self.timeframe_ns)
             if tmpl.timeout and tmpl.tif != "GTD"
@@ -295,6 +325,7 @@ class StrategyKernel:
             targets=[p for p, _ in plan.targets],
             risk_units=plan.risk_units,
             planned_qty=plan.lots,
+            ref_price=ref,
             entry_bar=self.bar_index,
         )
         self.log.append(
@@ -310,6 +341,137 @@ class StrategyKernel:
         )
         self._transition(Trigger.ENTRY_SENT, ts, cid)
         return [self._send(cmd)]
+
+    def reparameterize(self, artifact: Artifact, graph: SignalGraph, ts_ns: int) -> list[m.Message]:
+        """Hot-swap to a new artifact version without tearing anything down.
+
+        Unchanged nodes keep their state; working orders are amended in place (price, size,
+        stop and targets), never cancelled and re-sent; the position is kept. New or changed
+        nodes start cold, so entries wait until they are warm.
+        """
+        from strategy_kernel.dag import DagEvaluator, unchanged_nodes
+
+        old = self.artifact
+        if artifact.instrument != old.instrument or artifact.entry.side != old.entry.side:
+            raise ReparamError(
+                "a hot-swap keeps the instrument and the entry side; start a new run to change them"
+            )
+        carried = unchanged_nodes(old, artifact)
+        snapshot = self.dag.snapshot()
+        dag = DagEvaluator(artifact, graph, self.base_dir)
+        dag.restore(snapshot, only=carried)
+        cold = sorted(set(artifact.nodes) - carried)
+        self.artifact, self.graph, self.dag = artifact, graph, dag
+        old_atr = (
+            old.exit.stop_loss.atr_period
+            if old.exit.stop_loss and old.exit.stop_loss.atr_mult
+            else None
+        )
+        sl = artifact.exit.stop_loss
+        new_atr = sl.atr_period if sl and sl.atr_mult else None
+        if new_atr != old_atr:
+            self.atr = make_stream("ATR", {"period": new_atr}) if new_atr else None
+            self._atr_value = math.nan
+            cold.append("stop ATR")
+        self.warmup = max(graph.warmup, self.atr.warmup if self.atr is not None else 0)
+        if cold:
+            self.warm_until_bar = self.bar_index + 1 + self.warmup
+        cmds: list[m.Message] = []
+        tmpl = artifact.entry.order
+        if (
+            self.phase is Phase.ENTERED
+            and self.entry_id
+            and self._last_bar is not None
+            and self.trade
+        ):
+            ref = self._entry_price(self._last_bar)
+            plan = self._plan(ts_ns, ref)
+            if isinstance(plan, EntryPlan):
+                if plan.lots != self.trade.planned_qty or (
+                    tmpl.type != "market" and ref != self._entry_ref
+                ):
+                    cmds.append(
+                        self._send(
+                            m.AmendOrder(
+                                session_id=self.session_id,
+                                seq=self._next_seq(),
+                                ts_ns=ts_ns,
+                                client_order_id=self.entry_id,
+                                qty=plan.lots,
+                                price=ref if tmpl.type == "limit" else None,
+                                trigger_price=ref if tmpl.type == "stop" else None,
+                            )
+                        )
+                    )
+                    self._entry_ref = ref
+                    self.trade.planned_qty = plan.lots
+                self.trade.stop_price = plan.stop_ticks
+                self.trade.targets = [p for p, _ in plan.targets]
+            if tmpl.timeout is not None and tmpl.tif != "GTD":
+                self.entry_deadline_bar = self.trade.entry_bar + tmpl.timeout.bars(
+                    self.timeframe_ns
+                )
+        elif self.phase is Phase.MANAGING and self.trade is not None and self.trade.entry_qty:
+            t = self.trade
+            stop = t.stop_price
+            if artifact.exit.stop_loss != old.exit.stop_loss:  # only a changed rule moves the stop
+                plan = self._plan(ts_ns, t.ref_price)
+                stop = plan.stop_ticks if isinstance(plan, EntryPlan) else stop
+            targets = place_targets(artifact, t.side, t.ref_price, stop, t.entry_qty)
+            if isinstance(targets, str):
+                self._refuse(ts_ns, "reparam.take_profit", targets)
+            else:
+                cmds.extend(self._amend_exits(ts_ns, stop, [p for p, _ in targets]))
+        self.log.append(
+            "reparam",
+            ts_ns,
+            old_version=old.version,
+            new_version=artifact.version,
+            carried=sorted(carried),
+            cold=cold,
+            amended=[c.client_order_id for c in cmds if isinstance(c, m.AmendOrder)],
+        )
+        return cmds
+
+    def _amend_exits(self, ts_ns: int, stop: int | None, targets: list[int]) -> list[m.Message]:
+        """Move the bracket children the order kernel placed (`<id>.sl`, `<id>.tpN`) in place."""
+        t = self.trade
+        assert t is not None
+        cmds: list[m.Message] = []
+        if stop is not None and t.stop_price is not None and stop != t.stop_price:
+            cmds.append(
+                self._send(
+                    m.AmendOrder(
+                        session_id=self.session_id,
+                        seq=self._next_seq(),
+                        ts_ns=ts_ns,
+                        client_order_id=f"{t.trade_id}.sl",
+                        trigger_price=stop,
+                    )
+                )
+            )
+            t.stop_price = stop
+        for k, (new_px, old_px) in enumerate(zip(targets, list(t.targets), strict=False), 1):
+            if new_px != old_px:
+                cmds.append(
+                    self._send(
+                        m.AmendOrder(
+                            session_id=self.session_id,
+                            seq=self._next_seq(),
+                            ts_ns=ts_ns,
+                            client_order_id=f"{t.trade_id}.tp{k}",
+                            price=new_px,
+                        )
+                    )
+                )
+                t.targets[k - 1] = new_px
+        if len(targets) != len(t.targets):
+            self._refuse(
+                ts_ns,
+                "reparam.take_profit",
+                "the number of take-profit legs changed; the working legs are kept",
+            )
+        return cmds
 
     def _exit(self, ts: int, why: str) -> list[m.Message]:
         assert self.trade is not None
@@ -348,7 +510,7 @@ class StrategyKernel:
         return cmds
 
     def on_event(self, ev: m.Message) -> list[m.Message]:
-        """An event from the order kernel; returns follow-up commands (none today, kept for symmetry)."""
+        """An event from the order kernel; returns follow-up commands (resends, moved exits)."""
         self.log.append("event", ev.ts_ns, msg=_builtins(ev))
         if isinstance(ev, m.ResendRequest):
             return self._resend(ev)
@@ -374,7 +536,8 @@ class StrategyKernel:
                     self._transition(Trigger.ENTRY_ENDED, ev.ts_ns, f"{type(ev).__name__}")
             if isinstance(ev, m.OrderDenied | m.OrderRejected):
                 self._refuse(ev.ts_ns, f"order_kernel.{ev.reason.name}", ev.detail)
-        return []
+        out, self._pending = self._pending, []
+        return out
 
     def _on_fill(self, ev: m.OrderFilled) -> None:
         self.dag.on_fill(_builtins(ev))
@@ -394,6 +557,12 @@ class StrategyKernel:
             if not ev.partial:
                 self.entry_id = None
                 self.entry_deadline_bar = None
+                sent_stop, sent_targets = self._bracket_sent
+                if (t.stop_price, tuple(t.targets)) != (sent_stop, sent_targets):
+                    # the plan changed (hot-swap) after the bracket was sent: move the children
+                    planned = (t.stop_price, list(t.targets))
+                    t.stop_price, t.targets = sent_stop, list(sent_targets)
+                    self._pending.extend(self._amend_exits(ev.ts_ns, planned[0], planned[1]))
             self._transition(Trigger.ENTRY_FILLED, ev.ts_ns, ev.client_order_id)
         else:
             t.exit_ts_ns = ev.ts_ns

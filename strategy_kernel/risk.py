@@ -131,6 +131,19 @@ def plan_entry(
         return (
             f"risk.sizing: size {qty:.8g} rounds to zero lots of {lot:g}; raise the risk or equity"
         )
+    targets = place_targets(artifact, side, ref_ticks, stop, lots)
+    if isinstance(targets, str):
+        return targets
+    risk_units = abs(ref_ticks - stop) * lots if stop is not None else 0
+    return EntryPlan(lots=lots, stop_ticks=stop, targets=tuple(targets), risk_units=risk_units)
+
+
+def place_targets(
+    artifact: Artifact, side: str, ref_ticks: int, stop: int | None, lots: int
+) -> tuple[tuple[int, int], ...] | str:
+    """Take-profit ladder (price ticks, lots) around `ref_ticks`, or the direction-sanity refusal."""
+    sign = 1 if side == "long" else -1
+    tick = float(artifact.instrument.price_increment)
     targets: list[tuple[int, int]] = []
     left = lots
     tps = artifact.exit.take_profit
@@ -144,9 +157,11 @@ def plan_entry(
         last_full = i == len(tps) - 1 and abs(sum(t.size_pct for t in tps) - 100) < 1e-9
         q = left if last_full else min(left, int(lots * tp.size_pct / 100))
         if sign * (px - ref_ticks) <= 0:
-            return f"direction_sanity: take_profit[{i}] {px * tick:g} is not beyond entry {price:g} for a {side}"
+            return (
+                f"direction_sanity: take_profit[{i}] {px * tick:g} is not beyond entry "
+                f"{ref_ticks * tick:g} for a {side}"
+            )
         if q > 0:
             targets.append((px, q))
             left -= q
-    risk_units = abs(ref_ticks - stop) * lots if stop is not None else 0
-    return EntryPlan(lots=lots, stop_ticks=stop, targets=tuple(targets), risk_units=risk_units)
+    return tuple(targets)

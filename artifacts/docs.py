@@ -20,6 +20,8 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("exit", s.Exit),
     ("exit.stop_loss", s.StopLoss),
     ("exit.take_profit[]", s.TakeProfit),
+    ("exit.break_even", s.BreakEven),
+    ("exit.trailing", s.TrailingStop),
     ("condition (inline, for entry.when / exit.when)", s.Condition),
     ("price point (trend line anchor)", s.PricePoint),
     ("risk", s.Risk),

@@ -81,6 +81,7 @@ def _rule_refs(artifact: Artifact) -> list[tuple[str, str, ValueType]]:
                 refs.append((f"{path}.value", cond.value, "float"))
 
     condition("entry.when", artifact.entry.when)
+    condition("entry.invalid_if", artifact.entry.invalid_if)
     condition("exit.when", artifact.exit.when)
     if artifact.exit.stop_loss is not None and artifact.exit.stop_loss.level is not None:
         refs.append(("exit.stop_loss.level", artifact.exit.stop_loss.level, "float"))

@@ -526,6 +526,9 @@ class Entry(Strict):
     when: str | Condition
     side: Literal["long", "short"]
     order: OrderTemplate = Field(default_factory=OrderTemplate)
+    invalid_if: str | Condition | None = (
+        None  # while true: no entry, and a working entry is cancelled
+    )
 
 
 class StopLoss(Strict):
@@ -561,6 +564,34 @@ class TakeProfit(Strict):
         return self
 
 
+class BreakEven(Strict):
+    """Move the stop to entry (+ offset) once price has gone `after_r` multiples of R in our favour."""
+
+    after_r: float = Field(default=1.0, gt=0)
+    offset_ticks: int = Field(default=0, ge=0)
+
+
+class TrailingStop(Strict):
+    """Trail the stop behind the best close by ATR multiple, percent or ticks, once `activate_r` is reached.
+
+    The stop only ever moves in the trade's favour; each move is an amend of the working stop.
+    """
+
+    atr_mult: float | None = Field(default=None, gt=0)
+    pct: float | None = Field(default=None, gt=0, lt=100)
+    ticks: int | None = Field(default=None, gt=0)
+    activate_r: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TrailingStop:
+        chosen = [n for n in ("atr_mult", "pct", "ticks") if getattr(self, n) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                f"trailing needs exactly one of atr_mult, pct, ticks; got {chosen or 'none'}"
+            )
+        return self
+
+
 class Exit(Strict):
     """How a position ends: a stop-loss, a take-profit ladder, an exit condition, a time limit."""
 
@@ -568,6 +599,8 @@ class Exit(Strict):
     take_profit: list[TakeProfit] = Field(default_factory=list)
     when: str | Condition | None = None
     time_exit: Duration | None = None
+    break_even: BreakEven | None = None
+    trailing: TrailingStop | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Exit:
@@ -576,6 +609,8 @@ class Exit(Strict):
             raise ValueError(f"take_profit size_pct adds up to {total:g} > 100")
         if any(tp.r is not None for tp in self.take_profit) and self.stop_loss is None:
             raise ValueError("take_profit in r multiples needs a stop_loss to define the risk R")
+        if (self.break_even is not None or self.trailing is not None) and self.stop_loss is None:
+            raise ValueError("break_even and trailing move the stop: they need a stop_loss")
         return self
 
 

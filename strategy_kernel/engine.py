@@ -17,7 +17,7 @@ import msgspec
 from artifacts.graph import SignalGraph
 from artifacts.schema import Artifact, Condition
 from indicators.nodes import BarValues, compare
-from indicators.streaming import make_stream
+from indicators.streaming import Stream, make_stream
 from order_kernel import messages as m
 from order_kernel.spec import OrderType, Side, TimeInForce
 from strategy_kernel.errors import StrategyError
@@ -55,9 +55,9 @@ class Trade:
     targets: list[int] = field(default_factory=list)
     risk_units: int = 0  # |entry - stop| * qty at plan time, notional units
     planned_qty: int = 0
-    ref_price: int = (
-        0  # the entry reference (signal close + offset), ticks: stops and targets hang on it
-    )
+    ref_price: int = 0  # entry reference (signal close + offset), ticks; stops/targets hang on it
+    initial_stop: int = 0  # the stop at entry: R = |ref_price - initial_stop|
+    best_close: int = 0  # best close since entry (trailing stops follow it)
     exit_reason: str = ""
     entry_bar: int = 0
     exit_bar: int = 0
@@ -99,8 +99,7 @@ class StrategyKernel:
         self.price_inc = artifact.instrument.price_increment
         self.size_inc = artifact.instrument.size_increment
         self.unit_value = float(self.price_inc * self.size_inc)
-        sl = artifact.exit.stop_loss
-        self.atr = make_stream("ATR", {"period": sl.atr_period}) if sl and sl.atr_mult else None
+        self.atr = _atr_stream(artifact)
         # bars with an undefined value before the first decision: DAG and stop ATR run side by side
         self.warmup = max(graph.warmup, self.atr.warmup if self.atr is not None else 0)
         self.phase = Phase.IDLE
@@ -212,12 +211,20 @@ class StrategyKernel:
                 self._transition(Trigger.WARMED_UP, ts, f"{self.warmup} warm-up bars seen")
             else:
                 return out
+        invalid = self._cond(self.artifact.entry.invalid_if)
         if (
             self.phase is Phase.LOOKING
             and self.bar_index >= self.warm_until_bar
             and self._cond(self.artifact.entry.when)
         ):
-            out.extend(self._enter(ts, bar))
+            if invalid:
+                self._refuse(ts, "entry.invalid_if", "the setup is invalid: entry skipped")
+            else:
+                out.extend(self._enter(ts, bar))
+        elif self.phase is Phase.ENTERED and invalid and self.entry_id:
+            self.log.append("decision", ts, action="cancel_entry", why="entry.invalid_if is true")
+            out.append(self._cancel(ts, self.entry_id))
+            self.entry_deadline_bar = None
         elif self.phase is Phase.ENTERED:
             if (
                 self.entry_deadline_bar is not None
@@ -225,18 +232,10 @@ class StrategyKernel:
                 and self.entry_id
             ):
                 self.log.append("decision", ts, action="cancel_entry", why="entry timeout")
-                out.append(
-                    self._send(
-                        m.CancelOrder(
-                            session_id=self.session_id,
-                            seq=self._next_seq(),
-                            ts_ns=ts,
-                            client_order_id=self.entry_id,
-                        )
-                    )
-                )
+                out.append(self._cancel(ts, self.entry_id))
                 self.entry_deadline_bar = None
         elif self.phase is Phase.MANAGING and not self.exit_sent:
+            out.extend(self._manage_stop(ts, bar))
             why = None
             if self._cond(self.artifact.exit.when):
                 why = "exit"
@@ -247,6 +246,54 @@ class StrategyKernel:
             if why is not None:
                 out.extend(self._exit(ts, why))
         return out
+
+    def _cancel(self, ts: int, client_order_id: str) -> m.Message:
+        return self._send(
+            m.CancelOrder(
+                session_id=self.session_id,
+                seq=self._next_seq(),
+                ts_ns=ts,
+                client_order_id=client_order_id,
+            )
+        )
+
+    def _manage_stop(self, ts: int, bar: BarValues) -> list[m.Message]:
+        """Break-even and trailing: move the working stop in the trade's favour, never against it."""
+        ex = self.artifact.exit
+        t = self.trade
+        if (ex.break_even is None and ex.trailing is None) or t is None or t.stop_price is None:
+            return []
+        if self.entry_id is not None:  # the bracket exists only once the entry is complete
+            return []
+        sign = 1 if t.side == "long" else -1
+        close = self._ticks(bar.close)
+        if t.best_close == 0 or sign * (close - t.best_close) > 0:
+            t.best_close = close
+        risk = abs(t.ref_price - t.initial_stop)
+        gain = sign * (t.best_close - t.ref_price)
+        candidates = []
+        if ex.break_even is not None and risk and gain >= ex.break_even.after_r * risk:
+            candidates.append(t.ref_price + sign * ex.break_even.offset_ticks)
+        tr = ex.trailing
+        if tr is not None and gain >= tr.activate_r * risk:
+            if tr.atr_mult is not None:
+                dist = (
+                    round(tr.atr_mult * self._atr_value / float(self.price_inc))
+                    if math.isfinite(self._atr_value)
+                    else None
+                )
+            elif tr.pct is not None:
+                dist = round(t.best_close * tr.pct / 100)
+            else:
+                dist = tr.ticks
+            if dist:
+                candidates.append(t.best_close - sign * dist)
+        better = [c for c in candidates if sign * (c - t.stop_price) > 0 and sign * (close - c) > 0]
+        if not better:
+            return []
+        new_stop = max(better) if sign > 0 else min(better)
+        self.log.append("decision", ts, action="move_stop", old=t.stop_price, new=new_stop)
+        return self._amend_exits(ts, new_stop, list(t.targets))
 
     def _plan(self, ts: int, ref: int) -> EntryPlan | str:
         """Size and place stop/targets around `ref` with the current artifact's rules."""
@@ -326,6 +373,7 @@ class StrategyKernel:
             risk_units=plan.risk_units,
             planned_qty=plan.lots,
             ref_price=ref,
+            initial_stop=plan.stop_ticks or 0,
             entry_bar=self.bar_index,
         )
         self.log.append(
@@ -592,6 +640,19 @@ class StrategyKernel:
         self.exit_sent = False
         self.entry_id = None
         self._transition(Trigger.FLAT, ts_ns, "position is flat")
+
+
+def _atr_period(artifact: Artifact) -> int | None:
+    """ATR period the exits need (ATR stop or ATR trailing), or None."""
+    ex = artifact.exit
+    if (ex.stop_loss and ex.stop_loss.atr_mult) or (ex.trailing and ex.trailing.atr_mult):
+        return ex.stop_loss.atr_period if ex.stop_loss else 14
+    return None
+
+
+def _atr_stream(artifact: Artifact) -> Stream | None:
+    period = _atr_period(artifact)
+    return make_stream("ATR", {"period": period}) if period else None
 
 
 def _builtins(msg: m.Message) -> dict[str, object]:

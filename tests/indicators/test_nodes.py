@@ -245,7 +245,7 @@ name: py
 version: 1
 instrument: {{venue: sim, symbol: X, timeframe: 1h}}
 nodes:
-  mom: {{kind: python, path: nodes/momentum.py, class_name: Momentum, sha256: {digest}, inputs: [close], params: {{n: 2}}, warmup: 2}}
+  mom: {{kind: python, path: nodes/momentum.py, class_name: Momentum, sha256: "{digest}", inputs: [close], params: {{n: 2}}, warmup: 2}}
   up: {{kind: threshold, input: mom, op: ">", value: 0}}
 entry: {{when: up, side: long}}
 """

@@ -337,14 +337,33 @@ def is_terminal(state: int) -> bool:
     return OrderState(state) in TERMINAL_STATES
 
 
+def prev_targets(state: OrderState) -> tuple[OrderState, ...]:
+    """The states a PREV transition out of `state` can restore: those that enter `state` with
+    SAVE_PREV, plus PARTIALLY_FILLED if a fill in `state` marks it (MARK_PREV_PARTIAL)."""
+    found = {
+        s
+        for (s, _e), t in TRANSITIONS.items()
+        if t.next_state is state and Action.SAVE_PREV in t.actions
+    }
+    if any(
+        s is state and Action.MARK_PREV_PARTIAL in t.actions for (s, _e), t in TRANSITIONS.items()
+    ):
+        found.add(S.PARTIALLY_FILLED)
+    return tuple(sorted(found))
+
+
 def mermaid_diagram() -> str:
-    """A Mermaid state diagram generated from TRANSITIONS (used by docs/order-lifecycle.md)."""
+    """A Mermaid state diagram generated from TRANSITIONS (used by docs/order-kernel.md).
+
+    PREV edges are drawn to every state they can restore (see `prev_targets`)."""
     lines = ["stateDiagram-v2", "    [*] --> INITIALIZED"]
     for (s, e), t in sorted(TRANSITIONS.items()):
-        target = "PREV" if t.next_state is None else t.next_state.name
-        if target == "PREV":
-            lines.append(f"    {s.name} --> {s.name}: {e.name} (restores previous state)")
+        if t.next_state is None:
+            lines.extend(
+                f"    {s.name} --> {target.name}: {e.name} (restores previous state)"
+                for target in prev_targets(s)
+            )
         else:
-            lines.append(f"    {s.name} --> {target}: {e.name}")
+            lines.append(f"    {s.name} --> {t.next_state.name}: {e.name}")
     lines.extend(f"    {s.name} --> [*]" for s in sorted(TERMINAL_STATES))
     return "\n".join(lines) + "\n"

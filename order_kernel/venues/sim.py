@@ -1,0 +1,192 @@
+"""SimVenue: deterministic fill rules against OHLCV bars (integer ticks and lots).
+
+The rules (the kernel asks the venue, order by order, in a fixed order within each bar):
+
+1. **Next bar only.** An order is matched only against bars that arrive after it was
+   submitted (bar.ts_ns > ts of the last bar the kernel had seen at submission), never the bar
+   it was decided on. Bracket children placed by a fill start on the following bar too.
+2. **Order within a bar:** market orders (and already-triggered stop-markets) first, then stop
+   trigger checks, then limits; ties by submission order. Stops before limits makes the
+   adverse leg win when one bar touches both a stop-loss and a take-profit.
+3. **Market:** fills at the bar's open, moved against the order by the slippage model
+   (fixed ticks + ceil(bps of price) + optional seeded random ticks), clamped into
+   [low, high] so no fill is ever at a price the bar did not trade. Taker.
+4. **Limit:** buy fills if low <= limit at min(open, limit); sell if high >= limit at
+   max(open, limit). On its first bar an order whose limit is crossed by the open takes at
+   the open (taker); otherwise it fills as maker. Post-only: crossed at its first bar open ->
+   cancelled with POST_ONLY_WOULD_TAKE (and rejected at submission if it crosses the last close).
+5. **Stop:** buy triggers if high >= stop, sell if low <= stop (price == stop triggers);
+   trigger price = max(open, stop) for buys, min(open, stop) for sells (the worse of open and
+   stop); a stop-market then fills there with slippage (clamped to the bar), taker.
+6. **Stop-limit:** triggers as a stop; if the trigger price is within the limit it fills there
+   (taker), otherwise it rests as a limit from the next bar.
+7. **Reduce-only:** the fill is clamped to the open position; an order that would increase or
+   open a position is cancelled (REDUCE_ONLY_VIOLATION). When a position goes flat the
+   kernel cancels the remaining reduce-only orders of that symbol (bracket behaviour).
+8. **IOC / FOK** act at the order's first matching opportunity (first bar; the trigger bar for
+   stops): only an immediate fill counts, the rest is cancelled; FOK fills all or nothing
+   (FOK_NOT_FILLABLE).
+9. **GTD:** an order is live in a bar only if its deadline is after the bar's ts_ns; else it
+   expires at the start of that bar.
+10. **Volume participation** (optional): fills in one bar use at most
+    floor(volume x participation_bps / 10_000) lots per symbol in total; the rest stays working.
+11. **Fees:** ceil(qty x price x bps / 10_000) notional units; maker/taker bps from the
+    instrument (defaults 2 / 5 bps).
+12. **Funding (perps):** at each multiple of `funding_interval_ns` (UTC epoch), on the bar
+    containing it (or the first bar after it), after matching: amount =
+    ceil(position x close x rate_ppb / 1e9); longs pay a positive rate, shorts receive it.
+13. **Trailing stops** (STOP orders with `trailing`): after each bar in which the stop did not
+    trigger, a sell stop's trigger moves up to high - offset and a buy stop's down to
+    low + offset (never back); the new trigger applies from the next bar (the bar's path is
+    unknown, so the stop cannot be tightened and hit inside the same bar).
+14. **Latency** (optional `latency_ns`): an order (or a re-priced amend) reaches the venue at
+    its command's ts_ns + latency_ns and is matched only against bars with ts_ns at or after
+    that. Acknowledgements and cancels are still immediate (no separate ack/fill delays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from order_kernel.errors import ConfigError
+from order_kernel.messages import MarketBar, Trailing
+from order_kernel.spec import Side
+
+NS_PER_HOUR = 3_600_000_000_000
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+class SimVenue:
+    """Fill rules and their parameters; stateless apart from the seeded slippage RNG."""
+
+    def __init__(
+        self,
+        *,
+        slippage_ticks: int = 0,
+        slippage_bps: int = 0,
+        random_slippage_ticks: int = 0,
+        seed: int = 0,
+        participation_bps: int | None = None,
+        funding_interval_ns: int = 8 * NS_PER_HOUR,
+        funding_rate_ppb: int | Mapping[str, int] = 0,
+        latency_ns: int = 0,
+    ) -> None:
+        for name, v in (
+            ("slippage_ticks", slippage_ticks),
+            ("slippage_bps", slippage_bps),
+            ("random_slippage_ticks", random_slippage_ticks),
+            ("latency_ns", latency_ns),
+        ):
+            if v < 0:
+                raise ConfigError(f"SimVenue({name}={v}): must be >= 0")
+        if participation_bps is not None and not 0 < participation_bps <= 10_000:
+            raise ConfigError(
+                f"SimVenue(participation_bps={participation_bps}): use 1..10000 or None"
+            )
+        rates = (
+            [funding_rate_ppb]
+            if isinstance(funding_rate_ppb, int)
+            else list(funding_rate_ppb.values())
+        )
+        if any(abs(r) > 1_000_000_000 for r in rates):
+            raise ConfigError(
+                f"SimVenue(funding_rate_ppb={funding_rate_ppb!r}): |rate| must be <= 1e9 ppb (100 %)"
+            )
+        if funding_interval_ns <= 0:
+            raise ConfigError(f"SimVenue(funding_interval_ns={funding_interval_ns}): must be > 0")
+        self.slippage_ticks = slippage_ticks
+        self.slippage_bps = slippage_bps
+        self.random_slippage_ticks = random_slippage_ticks
+        self.seed = seed
+        self.participation_bps = participation_bps
+        self.funding_interval_ns = funding_interval_ns
+        self.latency_ns = latency_ns
+        self._funding = funding_rate_ppb
+        self._rng = np.random.Generator(np.random.PCG64(seed))
+
+    def rng_state(self) -> str:
+        """The slippage RNG's state, for checking that a recovered run continues identically."""
+        return repr(self._rng.bit_generator.state)
+
+    # ------------------------------------------------------------ prices
+
+    def slipped(self, side: Side, price: int, bar: MarketBar) -> int:
+        """Price moved against the taker by the slippage model, clamped into [low, high]."""
+        slip = self.slippage_ticks + _ceil_div(price * self.slippage_bps, 10_000)
+        if self.random_slippage_ticks:
+            slip += int(self._rng.integers(0, self.random_slippage_ticks + 1))
+        px = price + slip if side is Side.BUY else price - slip
+        return min(max(px, bar.low), bar.high)
+
+    @staticmethod
+    def trigger_price(side: Side, stop: int, bar: MarketBar) -> int | None:
+        """The worse of open and stop if the bar reached the stop, else None."""
+        if side is Side.BUY:
+            return max(bar.open, stop) if bar.high >= stop else None
+        return min(bar.open, stop) if bar.low <= stop else None
+
+    @staticmethod
+    def crosses(side: Side, limit: int, price: int) -> bool:
+        """Is `price` at or better than the limit for this side (i.e. would a limit fill there)?"""
+        return price <= limit if side is Side.BUY else price >= limit
+
+    @staticmethod
+    def limit_price(side: Side, limit: int, bar: MarketBar) -> int | None:
+        """The better of open and limit if the bar touched the limit, else None."""
+        if side is Side.BUY:
+            return min(bar.open, limit) if bar.low <= limit else None
+        return max(bar.open, limit) if bar.high >= limit else None
+
+    @staticmethod
+    def trailing_trigger(side: Side, trailing: Trailing, bar: MarketBar) -> int:
+        """Where a trailing stop's trigger would sit after this bar: a sell stop trails the
+        high by the offset, a buy stop trails the low (bps offsets rounded up, i.e. looser)."""
+        ref = bar.high if side is Side.SELL else bar.low
+        if trailing.offset_ticks is not None:
+            off = trailing.offset_ticks
+        else:
+            off = _ceil_div(ref * (trailing.offset_bps or 0), 10_000)
+        return ref - off if side is Side.SELL else ref + off
+
+    # ------------------------------------------------------------ quantities
+
+    def volume_budget(self, bar: MarketBar) -> int | None:
+        """Lots the bar can give in total to our orders (None: unlimited)."""
+        if self.participation_bps is None:
+            return None
+        return bar.volume * self.participation_bps // 10_000
+
+    # ------------------------------------------------------------ funding
+
+    def funding_rate_ppb(self, symbol: str) -> int:
+        if isinstance(self._funding, int):
+            return self._funding
+        return self._funding.get(symbol, 0)
+
+    def set_funding_rate(self, symbol: str, rate_ppb: int) -> None:
+        """Update one symbol's funding rate (e.g. from a funding feed) before the next bar."""
+        rates = dict(self._funding) if not isinstance(self._funding, int) else {}
+        if isinstance(self._funding, int) and self._funding:
+            raise ConfigError(
+                "SimVenue was built with one rate for all symbols; pass a mapping instead"
+            )
+        if abs(rate_ppb) > 1_000_000_000:
+            raise ConfigError(
+                f"set_funding_rate({symbol!r}, {rate_ppb}): |rate| must be <= 1e9 ppb"
+            )
+        rates[symbol] = rate_ppb
+        self._funding = rates
+
+    def first_funding_ts(self, ts_ns: int) -> int:
+        """The first funding time at or after ts_ns."""
+        return _ceil_div(ts_ns, self.funding_interval_ns) * self.funding_interval_ns
+
+    @staticmethod
+    def funding_amount(position: int, mark: int, rate_ppb: int) -> int:
+        """Funding paid (> 0) or received (< 0), rounded up (never in our favour)."""
+        return _ceil_div(position * mark * rate_ppb, 1_000_000_000)

@@ -1,4 +1,4 @@
-"""CLI commands of the strategy compiler: compile, history, diff, checkout, blame, chat.
+"""CLI commands of the strategy compiler: compile, history, diff, checkout, blame, chat, review.
 
 `compile --drawings` and `compile --proposal` are deterministic and offline; `compile --prompt`
 and `chat` talk to an OpenAI-compatible endpoint (`--base-url`, `--model`). Every command that
@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,6 @@ from stratagem.errors import StratagemError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"
-
-
-def _time_s(text: str) -> int:
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid time {text!r}: use ISO format, e.g. 2024-06-01"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp())
 
 
 def _llm_args(p: argparse.ArgumentParser) -> None:
@@ -116,8 +103,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
             source=args.drawings,
             side=args.side,
             tolerance_bps=args.tolerance_bps,
-            project_at_s=args.project_at,
             name=args.name,
+            default_stop_pct=args.stop_pct,
+            default_rr=args.rr,
         )
         artifact = result.artifact
         for w in result.warnings:
@@ -260,6 +248,35 @@ def cmd_chat(args: argparse.Namespace) -> int:
         client.close()
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from compiler.loop import CompileLoop
+    from compiler.review import review
+    from compiler.versioning import ArtifactRepo
+    from feeds.files import read_bars
+
+    client = _client(args)
+    try:
+        report = review(
+            ArtifactRepo(args.repo, create=False),
+            args.name,
+            args.run,
+            CompileLoop(client, max_attempts=args.max_attempts, judge=not args.no_judge),
+            read_bars(Path(args.data) if args.data else DEFAULT_DATA),
+            paper_hours=args.paper_hours,
+        )
+    finally:
+        client.close()
+    for g in report.gates:
+        print(f"{g.name:9} {g.status:8} {g.detail}")
+    for i, err in enumerate(report.compile_errors, 1):
+        print(f"  attempt {i}: {err}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.out}")
+    failed = any(g.status == "failed" for g in report.gates)
+    return 3 if failed else 0
+
+
 def register(sub: Any) -> None:
     """Add the compiler's commands to the `stratagem` sub-command parser."""
     p = sub.add_parser(
@@ -278,7 +295,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--tolerance-bps", type=float, default=10.0, help="band around drawn levels")
     p.add_argument(
-        "--project-at", type=_time_s, help="freeze trend lines/channels into levels at this time"
+        "--stop-pct", type=float, default=1.0, help="stop % when no position tool is drawn"
+    )
+    p.add_argument(
+        "--rr", type=float, default=2.0, help="target in R when no position tool is drawn"
     )
     p.add_argument("--name", help="artifact name (default derived from the symbol)")
     p.add_argument("--out", help="write the artifact here (default: stdout)")
@@ -325,3 +345,18 @@ def register(sub: Any) -> None:
     q.add_argument("--data")
     _llm_args(q)
     q.set_defaults(func=cmd_chat)
+
+    q = sub.add_parser(
+        "review",
+        help="review a run's logs and metrics, propose a revision and run it through the gates",
+        description="Gates: schema -> backtest better than the current version on the same held-out "
+        "window -> paper for N hours -> approval. Exit 3 when a gate failed; nothing is committed.",
+    )
+    q.add_argument("name", help="strategy name in --repo")
+    q.add_argument("--repo", required=True)
+    q.add_argument("--run", required=True, help="a directory written by `stratagem run`")
+    q.add_argument("--data", help="bars for the gate backtests (default: bundled sample)")
+    q.add_argument("--paper-hours", type=int, default=24)
+    q.add_argument("--out", help="write the review report (JSON) here")
+    _llm_args(q)
+    q.set_defaults(func=cmd_review)

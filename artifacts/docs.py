@@ -47,6 +47,7 @@ _NODES: list[type[BaseModel]] = [
     s.ConvictionNode,
     s.ConfluenceNode,
     s.PythonNode,
+    s.SentimentNode,
 ]
 
 

@@ -298,7 +298,8 @@ class FibLevelNode(NodeBase):
         return self.swing_high - self.ratio * (self.swing_high - self.swing_low)
 
 
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class TimeWindowNode(NodeBase):
@@ -306,9 +307,7 @@ class TimeWindowNode(NodeBase):
 
     kind: Literal["time_window"]
     hours: str = Field(default="00:00-24:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
-    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: list(_WEEKDAYS)
-    )
+    weekdays: list[Weekday] = Field(default_factory=lambda: list(_WEEKDAYS))
     tz: str = "UTC"
 
     @field_validator("tz")
@@ -449,6 +448,44 @@ class PythonNode(NodeBase):
         return self.output
 
 
+class SentimentNode(NodeBase):
+    """Sentiment of news/posts (feed items) as a bar-aligned score in [-1, 1]; a local model, never an LLM.
+
+    `model_dir` (relative to the artifact file) holds a saved text-classification model; pin its
+    files with `model_revision` (sha256 reported by `SentimentModel.revision`). `backend: lexicon`
+    uses the built-in word list instead, and only when named. The value at a bar uses items
+    stamped before the bar's close only.
+    """
+
+    kind: Literal["sentiment"]
+    backend: Literal["model", "lexicon"]
+    model_dir: str | None = None
+    model_revision: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    label_map: dict[str, float] | None = None
+    max_length: int | None = Field(default=None, ge=8, le=4096)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    sources: list[str] | None = None
+    symbols: list[str] | None = None  # default: the instrument's symbol
+    include_untagged: bool = False
+    policy: Literal["ewm", "decay", "ffill"] = "ewm"
+    half_life_bars: float | None = Field(default=None, gt=0)
+    max_age_bars: int | None = Field(default=None, ge=0)
+    late: Literal["next_bar", "drop", "error"] = "next_bar"
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> SentimentNode:
+        if self.backend == "model" and self.model_dir is None:
+            raise ValueError(
+                "backend model needs model_dir (a local model directory); or set backend: lexicon"
+            )
+        if self.backend == "lexicon" and (self.model_dir or self.model_revision or self.label_map):
+            raise ValueError("backend lexicon takes no model_dir, model_revision or label_map")
+        return self
+
+    def output_type(self) -> ValueType:
+        return "float"
+
+
 Node = Annotated[
     IndicatorNode
     | ThresholdNode
@@ -466,7 +503,8 @@ Node = Annotated[
     | ResampleNode
     | ConvictionNode
     | ConfluenceNode
-    | PythonNode,
+    | PythonNode
+    | SentimentNode,
     Field(discriminator="kind"),
 ]
 
@@ -489,6 +527,7 @@ NODE_KINDS: Final[tuple[str, ...]] = (
     "conviction",
     "confluence",
     "python",
+    "sentiment",
 )
 
 

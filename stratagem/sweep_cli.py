@@ -30,7 +30,11 @@ def _print_results(results: list[SweepResult], objective: str, top: int = 10) ->
     metrics = list(dict.fromkeys([objective, "total_return_pct", "max_drawdown_pct", "sharpe"]))
     header = [*paths, *metrics, "trades"]
     rows = [
-        [*(_fmt(r.params[p]) for p in paths), *(_fmt(r.metrics.get(m)) for m in metrics), str(r.trades)]
+        [
+            *(_fmt(r.params[p]) for p in paths),
+            *(_fmt(r.metrics.get(m)) for m in metrics),
+            str(r.trades),
+        ]
         for r in ranked[:top]
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]

@@ -21,7 +21,7 @@ import polars as pl
 from artifacts.graph import SignalGraph, check
 from artifacts.io import content_hash
 from artifacts.schema import Artifact
-from feeds.schema import timeframe_to_ns
+from feeds.schema import UnstructuredItem, timeframe_to_ns
 from indicators.nodes import BarValues
 from order_kernel import messages as m
 from order_kernel.instruments import InstrumentSpec
@@ -78,6 +78,7 @@ def run_backtest(
     record_nodes: tuple[str, ...] = (),
     base_dir: Path | None = None,
     swaps: Sequence[tuple[int, Artifact]] = (),
+    items: Sequence[UnstructuredItem] = (),
 ) -> BacktestResult:
     """Run the artifact over `bars` (BAR_SCHEMA). Writes logs into out_dir when given.
 

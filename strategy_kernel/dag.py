@@ -8,7 +8,7 @@ one of their inputs changed value. The topological order is fixed at compile tim
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,13 @@ from artifacts.schema import (
     PythonNode,
     ResampleNode,
     RisingNode,
+    SentimentNode,
     ThresholdNode,
     TimeWindowNode,
     TrendLineNode,
     ZoneNode,
 )
-from feeds.schema import timeframe_to_ns
+from feeds.schema import UnstructuredItem, timeframe_to_ns
 from indicators import nodes as sn
 from indicators.registry import get_indicator
 
@@ -48,6 +49,12 @@ class _Compiled:
     impl: sn.SignalNode
     inputs: tuple[str, ...]  # ids of nodes/columns whose values are passed, in order
     clocks: frozenset[str] = BASE_CLOCK  # the clocks this node steps on
+
+
+def sn_sentiment_signal(signal: Any) -> sn.SignalNode:
+    """The sentiment adapter satisfies the SignalNode protocol (typed loosely to keep imports lazy)."""
+    node: sn.SignalNode = signal
+    return node
 
 
 def _build(node_id: str, artifact: Artifact, graph: SignalGraph, base_dir: Path) -> _Compiled:
@@ -105,6 +112,28 @@ def _build(node_id: str, artifact: Artifact, graph: SignalGraph, base_dir: Path)
     elif isinstance(node, ConfluenceNode):
         impl = sn.Confluence(node.method, len(node.inputs), node.weights, node.k, node.threshold)
         inputs = (*node.inputs, *node.vetoes)
+    elif isinstance(node, SentimentNode):
+        from indicators.sentiment import SentimentSeries, SentimentSignal, make_scorer
+
+        scorer = make_scorer(
+            node.backend,
+            model_dir=(base_dir / node.model_dir) if node.model_dir else None,
+            batch_size=node.batch_size,
+            max_length=node.max_length,
+            label_map=node.label_map,
+            expected_revision=node.model_revision,
+        )
+        series = SentimentSeries(
+            scorer,
+            symbols=node.symbols or [artifact.instrument.symbol],
+            include_untagged=node.include_untagged,
+            sources=node.sources,
+            policy=node.policy,
+            half_life_bars=node.half_life_bars,
+            max_age_bars=node.max_age_bars,
+            late=node.late,
+        )
+        impl, inputs = sn_sentiment_signal(SentimentSignal(series, base_ns)), ()
     elif isinstance(node, PythonNode):
         path = python_node_file(node, base_dir)
         impl = sn.PythonSignal(str(path), node.class_name, node.sha256, dict(node.params))
@@ -161,6 +190,13 @@ class DagEvaluator:
                 changed.add(c.node_id)
                 out.append(c.node_id)
         return out
+
+    def on_items(self, items: Sequence[UnstructuredItem]) -> None:
+        """News/posts for sentiment nodes; each node keeps only what it may see at each close."""
+        for c in self.compiled:
+            series = getattr(c.impl, "series", None)
+            if series is not None:
+                series.add_items(items)
 
     def on_fill(self, fill: Mapping[str, Any]) -> None:
         """Nodes with an `on_fill` hook (python nodes) see every fill, in order."""

@@ -275,3 +275,60 @@ def test_python_node_with_changed_code_is_refused(tmp_path: Path) -> None:
         check(a, base_dir=tmp_path)
     with pytest.raises(ArtifactSchemaError, match="sha256"):
         loads(_py_artifact(tmp_path, sha="not-a-hash"))
+
+
+SENTIMENT = """
+schema: stratagem/v1
+name: news
+version: 1
+instrument: {venue: sim, symbol: BTC/USDT, timeframe: 1h}
+nodes:
+  mood: {kind: sentiment, backend: lexicon, policy: ffill}
+  bullish: {kind: threshold, input: mood, op: ">", value: 0.2}
+entry: {when: bullish, side: long}
+"""
+
+
+def test_sentiment_node_aligns_items_to_bar_closes_without_look_ahead() -> None:
+    from feeds.schema import UnstructuredItem
+
+    a = loads(SENTIMENT)
+    ev = DagEvaluator(a, check(a))
+    items = [
+        UnstructuredItem(
+            source="news",
+            ts_ns=T0 + H // 2,
+            text="bitcoin rally surges to record gains",
+            symbols=["BTC/USDT"],
+        ),
+        UnstructuredItem(
+            source="news",
+            ts_ns=T0 + 2 * H,
+            text="exchange hack crash losses fear",
+            symbols=["BTC/USDT"],
+        ),
+        UnstructuredItem(
+            source="news", ts_ns=T0 + 2 * H, text="rally", symbols=["ETH/USDT"]
+        ),  # other symbol
+    ]
+    ev.on_items(items)
+    seen = []
+    for i in range(4):
+        ev.on_bar(bar(i, 100, 101, 99, 100))
+        seen.append(ev.values["mood"])
+    assert (
+        seen[0] > 0.2 and ev.values is not None
+    )  # bar 0 closes at 01:00: sees the 00:30 item only
+    assert seen[1] == seen[0]  # nothing new before 02:00 (the 02:00 item belongs to the next bar)
+    assert seen[2] < 0  # bar 2 closes at 03:00 and sees the bearish 02:00 item
+    assert seen[3] == seen[2]
+
+
+def test_sentiment_model_backend_needs_a_model_dir(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactSchemaError, match="model_dir"):
+        loads(SENTIMENT.replace("backend: lexicon", "backend: model"))
+    a = loads(SENTIMENT.replace("backend: lexicon", "backend: model, model_dir: missing-model"))
+    from indicators.sentiment_errors import SentimentError
+
+    with pytest.raises(SentimentError, match="missing-model"):
+        DagEvaluator(a, check(a), base_dir=tmp_path)

@@ -10,11 +10,16 @@ import os
 
 __all__ = [
     "BarDataError",
+    "BusError",
     "ColumnError",
     "DuplicateTimestampError",
     "EmptyDataError",
+    "ExchangeDataError",
+    "ExchangeError",
+    "ExchangeRetryError",
     "FeedError",
     "FeedFileError",
+    "GapError",
     "InstrumentError",
     "LakeError",
     "NonMonotonicError",
@@ -23,6 +28,9 @@ __all__ = [
     "SourceError",
     "TimestampError",
     "UnknownTimeframeError",
+    "UnstructuredError",
+    "WebhookAuthError",
+    "WebhookError",
 ]
 
 
@@ -120,3 +128,37 @@ class LakeError(FeedError):
 
 class SourceError(FeedError):
     """Unknown source names or bad source parameters in the feed registry."""
+
+
+class ExchangeError(SourceError):
+    """An exchange refused a request for a reason retrying cannot fix (bad symbol, bad timeframe,
+    authentication, unsupported call). The message names the exchange, the call and the symbol."""
+
+
+class ExchangeRetryError(ExchangeError):
+    """A transient exchange failure (HTTP 429/418/5xx, timeout, reset, malformed JSON) that
+    persisted through every retry attempt; re-running resumes from the last stored bar."""
+
+
+class ExchangeDataError(ExchangeError):
+    """An exchange answer with the wrong shape or values (e.g. a kline row without a close)."""
+
+
+class BusError(FeedError):
+    """Market-data bus problems: bad endpoints, undecodable messages, bad topics."""
+
+
+class UnstructuredError(FeedError):
+    """An RSS/Atom document, JSONL post or webhook item that cannot become an UnstructuredItem."""
+
+
+class WebhookError(UnstructuredError):
+    """A webhook request refused by the sink (wrong secret, oversize or malformed body)."""
+
+
+class WebhookAuthError(WebhookError):
+    """A webhook request with a wrong or missing shared secret (HTTP 401)."""
+
+
+class GapError(FeedError):
+    """A gap-filling or session request that cannot be honoured (unknown policy, bad hours, bad zone)."""

@@ -51,6 +51,7 @@ __all__ = [
     "TsUnit",
     "atomic_write",
     "conform_bars",
+    "parse_bars",
     "read_bars",
     "write_bars",
 ]
@@ -382,6 +383,15 @@ def conform_bars(
     set of rules. ``path`` only labels error messages.
     """
     where = None if path is None else Path(path)
+    out, names = _parse_frame(df, where, ts_unit)
+    _check_rows(out, where, names)
+    return _check_order(out, where, on_duplicates)
+
+
+def _parse_frame(
+    df: pl.DataFrame, where: Path | None, ts_unit: TsUnit | None
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Map columns and parse every cell into :data:`BAR_SCHEMA` dtypes (no row/order rules)."""
     kind, names = _map_columns(df, where)
     if df.height == 0:
         raise EmptyDataError(
@@ -396,8 +406,18 @@ def conform_bars(
         },
         schema=dict(BAR_SCHEMA),
     )
-    _check_rows(out, where, names)
-    return _check_order(out, where, on_duplicates)
+    return out, names
+
+
+def parse_bars(path: str | os.PathLike[str], *, ts_unit: TsUnit | None = None) -> pl.DataFrame:
+    """Read a bar file applying only the column and cell-parsing rules, for inspection.
+
+    Rows that break the bar rules (order, duplicates, bad or missing values, OHLC) are kept as
+    they are so :func:`feeds.validate.check_bars` can report all of them at once (this is what
+    ``stratagem data check`` runs); use :func:`read_bars` for data you compute on.
+    """
+    p = Path(path)
+    return _parse_frame(_read_raw(p), p, ts_unit)[0]
 
 
 def read_bars(

@@ -11,6 +11,8 @@
   outside ``[A-Za-z0-9._-]`` are refused. The catalog reports these keys.
 * Bars of timeframes that divide a day must sit on the epoch-aligned grid (``1h`` bars on the
   hour); a misaligned bar is refused rather than stored.
+* Tiering (:meth:`Lake.tier`): fine bars older than N days are resampled into a coarse series
+  and removed from the fine one, coarse first, so a crash never loses data.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import polars as pl
 
 from feeds.errors import FeedError, LakeError
 from feeds.files import atomic_write, conform_bars
+from feeds.resample import resample_bars
 from feeds.schema import BAR_SCHEMA, NS_PER_DAY, empty_frame, timeframe_to_ns
 from feeds.validate import format_ts
 
-__all__ = ["CatalogEntry", "Lake", "LakeWrite", "WriteMode", "symbol_key"]
+__all__ = ["CatalogEntry", "Lake", "LakeWrite", "TierReport", "WriteMode", "symbol_key"]
 
 WriteMode = Literal["upsert", "append"]
 
@@ -70,6 +73,16 @@ class CatalogEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     n_bars: int
     years: tuple[int, ...]
     size_bytes: int
+
+
+class TierReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What :meth:`Lake.tier` did: the cutoff, the coarse bars written and the fine bars removed."""
+
+    cutoff_ns: int  # fine bars before this were moved to the coarse series
+    coarse: LakeWrite | None  # None when nothing was old enough
+    fine_removed: int
+    years_deleted: tuple[int, ...]
+    years_rewritten: tuple[int, ...]
 
 
 def _year_of(ts_ns: pl.Expr) -> pl.Expr:
@@ -234,6 +247,88 @@ class Lake:
                 hint="a partition was edited outside feeds.lake; delete and re-import it",
             )
         return df
+
+    def last_ts_ns(
+        self, venue: str, symbol: str, timeframe: str, end_ns: int | None = None
+    ) -> int | None:
+        """Open time of the last stored bar before ``end_ns`` (``None``: none stored).
+
+        Reads year files from the newest backwards and stops at the first hit, so resuming a
+        download costs one partition read, not the whole series.
+        """
+        series = self.series_dir(venue, symbol, timeframe)
+        for year, path in reversed(self._years(series)):
+            if end_ns is not None and _year_bounds(year)[0] >= end_ns:
+                continue
+            ts = self._read_partition(path)["ts_ns"]
+            if end_ns is not None:
+                ts = ts.filter(ts < end_ns)
+            if ts.len():
+                return int(ts.max())  # type: ignore[arg-type]
+        return None
+
+    def tier(
+        self,
+        venue: str,
+        symbol: str,
+        timeframe: str,
+        *,
+        now_ns: int,
+        keep_fine_days: int = 90,
+        coarse_tf: str = "1h",
+    ) -> TierReport:
+        """Move fine bars older than ``keep_fine_days`` to the ``coarse_tf`` series.
+
+        The cutoff is ``now_ns - keep_fine_days`` rounded down to a ``coarse_tf`` boundary, so
+        every coarse bar built is final. Old fine bars are resampled (partial buckets from gaps
+        are kept, with the bars they have; see :func:`feeds.resample.resample_bars`) and upserted
+        into the coarse series first (resampled bars replace stored coarse bars of the same
+        time); only then are the fine year files rewritten without them (or deleted when wholly
+        old), each atomically. A crash in between leaves the data in both tiers, never in none,
+        and running ``tier`` again finishes the job. ``now_ns`` is passed in: no wall clock here.
+        """
+        if keep_fine_days < 0:
+            raise LakeError(f"keep_fine_days must be >= 0, got {keep_fine_days}")
+        coarse_ns = timeframe_to_ns(coarse_tf)
+        if coarse_ns <= timeframe_to_ns(timeframe):
+            raise LakeError(
+                f"coarse timeframe {coarse_tf} is not coarser than {timeframe}",
+                hint="tier fine data into a coarser series, e.g. 1m -> 1h",
+            )
+        cutoff = ((now_ns - keep_fine_days * NS_PER_DAY) // coarse_ns) * coarse_ns
+        old = self.read(venue, symbol, timeframe, None, cutoff)
+        if old.height == 0:
+            return TierReport(
+                cutoff_ns=cutoff, coarse=None, fine_removed=0, years_deleted=(), years_rewritten=()
+            )
+        coarse = resample_bars(old, timeframe, coarse_tf, incomplete="flag").select(
+            list(BAR_SCHEMA)
+        )
+        written = self.write(venue, symbol, coarse_tf, coarse, mode="upsert")
+        deleted: list[int] = []
+        rewritten: list[int] = []
+        for year, path in self._years(self.series_dir(venue, symbol, timeframe)):
+            year_start, year_end = _year_bounds(year)
+            if year_start >= cutoff:
+                continue
+            if year_end <= cutoff:
+                path.unlink()
+                deleted.append(year)
+                continue
+            kept = self._read_partition(path).filter(pl.col("ts_ns") >= cutoff)
+            if kept.height == 0:
+                path.unlink()
+                deleted.append(year)
+            else:
+                atomic_write(path, _parquet_writer(kept))
+                rewritten.append(year)
+        return TierReport(
+            cutoff_ns=cutoff,
+            coarse=written,
+            fine_removed=old.height,
+            years_deleted=tuple(deleted),
+            years_rewritten=tuple(rewritten),
+        )
 
     def _series(self) -> Iterator[tuple[str, str, str, Path]]:
         if not self.root.is_dir():

@@ -11,7 +11,8 @@ source against an injected :class:`Clock`: at ``speed=None`` as fast as possible
 ``speed=k`` so that data time passes ``k`` times faster than clock time. A bar is emitted when
 it is complete (its close, ``ts_ns + timeframe``), the first one as soon as iteration starts.
 
-Registry names: ``csv``, ``parquet``, ``synthetic``, ``lake``, ``replay``
+Registry names: ``ccxt`` (see :mod:`feeds.exchange`), ``csv``, ``parquet``, ``synthetic``,
+``lake``, ``replay``
 (:func:`create_source`, :func:`source_names`).
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "ReplaySource",
     "Source",
     "SyntheticSource",
+    "UtcClock",
     "VirtualClock",
     "create_source",
     "iter_bars",
@@ -93,6 +95,20 @@ class VirtualClock:
         """Advance virtual time (never backwards) and let other tasks run."""
         self._now = max(self._now, ts_ns)
         await asyncio.sleep(0)
+
+
+class UtcClock:
+    """Wall-clock UTC ns (``time.time_ns``) for live exchange polling, where bar times are epoch
+    times; only the edges (live feeds) use it, never a backtest or a kernel."""
+
+    def now_ns(self) -> int:
+        """Current UTC time in ns since the epoch."""
+        return time.time_ns()
+
+    async def sleep_until(self, ts_ns: int) -> None:
+        """Sleep until the wall clock reaches ``ts_ns``."""
+        while (remaining := ts_ns - time.time_ns()) > 0:
+            await asyncio.sleep(remaining / 1e9)
 
 
 class MonotonicClock:
@@ -290,8 +306,31 @@ def _replay_factory(
     return ReplaySource(source, timeframe=timeframe, speed=speed, clock=clock)
 
 
+def _ccxt_factory(
+    *,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    clock: Clock | None = None,
+    api_url: str | None = None,
+    poll_delay_ns: int = 2_000_000_000,
+) -> Source:
+    """``ccxt`` source (imported lazily: ccxt takes about a second to import)."""
+    from feeds.exchange import create_ccxt_source
+
+    return create_ccxt_source(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        clock=UtcClock() if clock is None else clock,
+        api_url=api_url,
+        poll_delay_ns=poll_delay_ns,
+    )
+
+
 SOURCES: Final[Mapping[str, Callable[..., Source]]] = MappingProxyType(
     {
+        "ccxt": _ccxt_factory,
         "csv": _file_factory("csv", CSV_SUFFIXES),
         "parquet": _file_factory("parquet", PARQUET_SUFFIXES),
         "synthetic": SyntheticSource,

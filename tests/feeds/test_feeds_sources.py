@@ -56,7 +56,7 @@ def sources(tmp_path: Path) -> dict[str, Source]:
 
 
 def test_registry_names() -> None:
-    assert source_names() == ("csv", "lake", "parquet", "replay", "synthetic")
+    assert source_names() == ("ccxt", "csv", "lake", "parquet", "replay", "synthetic")
 
 
 @pytest.mark.parametrize("name", ["csv", "parquet", "synthetic", "lake", "replay"])
@@ -77,9 +77,9 @@ def test_iter_bars_round_trip() -> None:
 
 
 def test_registry_errors(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="unknown source 'ccxt'") as info:
-        create_source("ccxt")
-    assert "csv, lake, parquet, replay, synthetic" in str(info.value)
+    with pytest.raises(SourceError, match="unknown source 'websocket'") as info:
+        create_source("websocket")
+    assert "ccxt, csv, lake, parquet, replay, synthetic" in str(info.value)
     with pytest.raises(SourceError, match="bad parameters for source 'synthetic'") as info:
         create_source("synthetic", seed=1)
     assert "timeframe" in str(info.value)

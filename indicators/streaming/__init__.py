@@ -30,8 +30,6 @@ class _Kernel:
     run: Any  # numba dispatcher: run(state, o, h, l, c, v) -> (n_outputs, n) array
     # parameter values the kernel implements, beyond the registry's ranges (None = all)
     only: Mapping[str, int] | None = None
-    # smallest parameter values the kernel implements, where above the registry's minimum
-    minimum: Mapping[str, int] | None = None
 
 
 # The streaming table: name -> kernel. Kind codes are positions in this (sorted) table.
@@ -46,7 +44,7 @@ _KERNELS: dict[str, _Kernel] = {
     "MACD": _Kernel(k.init_macd, k.update_macd, k.run_macd),
     "MFI": _Kernel(k.init_mfi, k.update_mfi, k.run_mfi),
     "MINUS_DI": _Kernel(k.init_dmi, k.update_minus_di, k.run_minus_di),
-    "NATR": _Kernel(k.init_atr, k.update_natr, k.run_natr, minimum={"period": 2}),
+    "NATR": _Kernel(k.init_atr, k.update_natr, k.run_natr),
     "OBV": _Kernel(k.init_obv, k.update_obv, k.run_obv),
     "PLUS_DI": _Kernel(k.init_dmi, k.update_plus_di, k.run_plus_di),
     "ROC": _Kernel(k.init_roc, k.update_roc, k.run_roc),
@@ -87,12 +85,6 @@ def _resolve(
             raise StreamingUnsupportedError(
                 f"{spec.name}: streaming supports {key}={required} (SMA) only, got {key}={p[key]}; "
                 f"use indicators.batch.compute for other moving-average types."
-            )
-    for key, lowest in (kernel.minimum or {}).items():
-        if int(p[key]) < lowest:
-            raise StreamingUnsupportedError(
-                f"{spec.name}: streaming supports {key} >= {lowest}, got {key}={p[key]}; use "
-                f"indicators.batch.compute for {key}={p[key]}."
             )
     return spec.name, p, kernel
 

@@ -804,8 +804,8 @@ def update_natr(s: np.ndarray, o: float, h: float, lo: float, c: float, v: float
     if check_poison(s, _finite(h) and _finite(lo) and _finite(c)):
         return (NAN,)
     atr = atr_step(s, h, lo, c)
-    if math.isnan(atr):
-        return (NAN,)
+    if math.isnan(atr) or s[HEADER + 1] == 1.0:
+        return (atr,)  # TA-Lib 0.8.1's NATR(period=1) is the raw true range (reproduced)
     if c != 0.0:  # TA-Lib 0.8 tests exact zero here
         return ((atr / c) * 100.0,)
     return (0.0,)

@@ -93,8 +93,6 @@ def stream_params(draw: st.DrawFn, name: str) -> dict[str, int | float]:
             continue  # streaming implements the default (SMA) smoothing only
         if p.type is int:
             lo = int(p.min)
-            if name == "NATR" and key == "period":
-                lo = 2
             out[key] = draw(st.integers(lo, max(lo, min(int(p.max), 25))))
         else:
             out[key] = draw(st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]))

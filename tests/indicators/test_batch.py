@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import talib
+from indicators_testkit import bars_from
 
 from indicators.batch import compute
 from indicators.errors import IndicatorInputError
 from indicators.registry import get_indicator, list_indicators
-from indicators_testkit import bars_from
 
 RNG = np.random.default_rng(11)
 N = 300

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from artifacts.graph import check
+from artifacts.graph import SignalGraph, check
 from artifacts.io import load_with_lines
 from feeds.files import read_bars
 from stratagem.errors import StratagemError
@@ -64,6 +64,15 @@ def print_table(result: BacktestResult, out_dir: Path, files: dict[str, Path]) -
         print(f"  {p.name}")
 
 
+def plotted_nodes(graph: SignalGraph, limit: int = 4) -> tuple[str, ...]:
+    """Float nodes worth a line on the report (indicators first), in graph order."""
+    floats = [n for n in graph.order if graph.types[n] == "float"]
+    ranked = [n for n in floats if n in graph.indicators] + [
+        n for n in floats if n not in graph.indicators
+    ]
+    return tuple(ranked[:limit])
+
+
 def run_backtest_cli(
     *,
     artifact_path: Path,
@@ -105,6 +114,7 @@ def run_backtest_cli(
                 out_dir=tmp,
                 progress=lambda i: progress.update(1),
                 base_dir=artifact_path.parent,
+                record_nodes=plotted_nodes(graph),
             )
         files = write_reports(result, tmp, png=plots, html=plots)
         write_run_file(

@@ -127,9 +127,21 @@ def plot_png(result: BacktestResult, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     times = result.ts_ns.astype("datetime64[ns]")
-    fig, (ax_p, ax_e, ax_d) = plt.subplots(
-        3, 1, figsize=(12, 9), sharex=True, gridspec_kw={"height_ratios": [3, 2, 1]}
+    overlays, panels = split_indicators(result)
+    n = 3 + len(panels)
+    fig, axes = plt.subplots(
+        n,
+        1,
+        figsize=(12, 9 + 1.6 * len(panels)),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, *([1.2] * len(panels)), 2, 1]},
     )
+    ax_p, ax_e, ax_d = axes[0], axes[-2], axes[-1]
+    for name in overlays:
+        ax_p.plot(times, result.node_series[name], lw=0.8, label=name)
+    for ax, name in zip(axes[1:-2], panels, strict=True):
+        ax.plot(times, result.node_series[name], lw=0.8, color="#7b3294")
+        ax.set_ylabel(name)
     a = result.artifact
     ax_p.set_title(f"{a.name} v{a.version} on {a.instrument.symbol} {a.instrument.timeframe}")
     ax_p.plot(times, result.close, lw=0.7, color="#444", label="close")
@@ -175,6 +187,22 @@ def plot_png(result: BacktestResult, path: Path) -> Path:
     return path
 
 
+def split_indicators(result: BacktestResult, max_panels: int = 2) -> tuple[list[str], list[str]]:
+    """Recorded float nodes drawn on the price (same scale as the close) or in panels of their own."""
+    overlays: list[str] = []
+    panels: list[str] = []
+    price = float(np.nanmedian(result.close))
+    for name, series in result.node_series.items():
+        if np.isnan(series).all():
+            continue
+        level = float(np.nanmedian(np.abs(series)))
+        if price > 0 and 0.5 <= level / price <= 2.0:
+            overlays.append(name)
+        elif len(panels) < max_panels:
+            panels.append(name)
+    return overlays, panels
+
+
 def _f(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.2f}"
 
@@ -185,9 +213,23 @@ def plot_html(result: BacktestResult, path: Path) -> Path:
     from plotly.subplots import make_subplots
 
     times = [_iso(int(t)) for t in result.ts_ns]
+    overlays, panels = split_indicators(result)
+    rows = 3 + len(panels)
     fig = make_subplots(
-        rows=3, cols=1, shared_xaxes=True, row_heights=[0.55, 0.3, 0.15], vertical_spacing=0.03
+        rows=rows,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.03,
+        row_heights=[0.5, *([0.12] * len(panels)), 0.25, 0.13],
     )
+    for name in overlays:
+        fig.add_trace(
+            go.Scatter(x=times, y=result.node_series[name], name=name, line={"width": 1}), 1, 1
+        )
+    for k, name in enumerate(panels, start=2):
+        fig.add_trace(
+            go.Scatter(x=times, y=result.node_series[name], name=name, line={"width": 1}), k, 1
+        )
     fig.add_trace(
         go.Scatter(x=times, y=result.close, name="close", line={"width": 1, "color": "#444"}), 1, 1
     )
@@ -211,7 +253,7 @@ def plot_html(result: BacktestResult, path: Path) -> Path:
                 1,
             )
     fig.add_trace(
-        go.Scatter(x=times, y=result.equity, name="equity", line={"color": "#2c7bb6"}), 2, 1
+        go.Scatter(x=times, y=result.equity, name="equity", line={"color": "#2c7bb6"}), rows - 1, 1
     )
     fig.add_trace(
         go.Scatter(
@@ -221,7 +263,7 @@ def plot_html(result: BacktestResult, path: Path) -> Path:
             fill="tozeroy",
             line={"color": "#d73027"},
         ),
-        3,
+        rows,
         1,
     )
     a, mt = result.artifact, result.metrics

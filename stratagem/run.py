@@ -66,7 +66,11 @@ def print_table(result: BacktestResult, out_dir: Path, files: dict[str, Path]) -
 
 def plotted_nodes(graph: SignalGraph, limit: int = 4) -> tuple[str, ...]:
     """Float nodes worth a line on the report (indicators first), in graph order."""
-    floats = [n for n in graph.order if graph.types[n] == "float"]
+    floats = [
+        n
+        for n in graph.order
+        if graph.types[n] == "float" and graph.graph.nodes[n].get("kind") != "lookback"
+    ]
     ranked = [n for n in floats if n in graph.indicators] + [
         n for n in floats if n not in graph.indicators
     ]

@@ -11,6 +11,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Package-local error bases that mean "your input is wrong" (imported lazily: fast --help)."""
     from artifacts.errors import ArtifactError
     from feeds.errors import FeedError
+    from hdl.errors import HdlError
     from indicators.errors import IndicatorError
     from order_kernel.errors import OrderKernelError
     from strategy_kernel.errors import StrategyError
@@ -20,6 +21,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         StratagemError,
         ArtifactError,
         FeedError,
+        HdlError,
         IndicatorError,
         OrderKernelError,
         StrategyError,

@@ -17,7 +17,12 @@ from stratagem.errors import StratagemError, format_user_error, user_error_types
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Command groups living in their own modules; each has `register(subparsers)` and sets `func`.
-COMMAND_MODULES: tuple[str, ...] = ("stratagem.commands_compiler", "stratagem.commands_data")
+COMMAND_MODULES: tuple[str, ...] = (
+    "stratagem.commands_compiler",
+    "stratagem.commands_data",
+    "stratagem.commands_hdl",
+    "stratagem.commands_service",
+)
 DEFAULT_DATA = REPO_ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"
 
 

@@ -32,6 +32,12 @@ def print_table(result: BacktestResult, out_dir: Path, files: dict[str, Path]) -
     )
     s = summary(result)
     print(f"bars {s['bars']:,}  from {s['from']}  to {s['to']}\n")
+    if result.data_gaps:
+        g = result.data_gaps
+        print(
+            f"  warning: {g['gaps']} gap(s) in the data, {g['missing_bars']} bar(s) missing; "
+            "they were not filled (see `stratagem data gaps`)\n"
+        )
     rows = [
         ("equity", f"{m.start_equity:,.2f} -> {m.end_equity:,.2f}"),
         ("total return %", _fmt(m.total_return_pct)),

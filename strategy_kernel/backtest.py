@@ -50,6 +50,34 @@ class BacktestResult:
     order_state_digest: str  # the order kernel's state at the end (orders, positions)
     refusals: list[dict[str, object]] = field(default_factory=list)
     node_series: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    data_gaps: dict[str, object] | None = None  # gaps in the bars, reported (never silently filled)
+
+
+def check_data(artifact: Artifact, bars: pl.DataFrame) -> dict[str, object] | None:
+    """Refuse bars of another timeframe; describe gaps (returned, logged) instead of hiding them."""
+    from feeds.validate import check_bars
+
+    tf = artifact.instrument.timeframe
+    report = check_bars(bars, tf)
+    if not report.ok:
+        raise BacktestError(f"the bars are not usable:\n{report.summary()}")
+    ts = bars["ts_ns"].to_numpy()
+    if len(ts) > 1:
+        step = int(np.median(np.diff(ts)))
+        if step != timeframe_to_ns(tf) or report.off_grid.count > len(ts) // 2:
+            raise BacktestError(
+                f"data timeframe mismatch: the bars are {step / 1e9:g} s apart but the artifact trades "
+                f"{tf} bars; resample the data (`stratagem data resample FILE --to {tf}`) or change "
+                "instrument.timeframe"
+            )
+    if report.gaps.count:
+        return {
+            "gaps": report.gaps.count,
+            "missing_bars": report.missing_bars,
+            "first_missing_ts_ns": list(report.gaps.first_ts_ns),
+            "rule": "no filling: indicators step over the gap as if the bars were adjacent",
+        }
+    return None
 
 
 def instrument_spec(artifact: Artifact) -> InstrumentSpec:
@@ -88,7 +116,7 @@ def run_backtest(
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
     inst = instrument_spec(artifact)
-
+    data_gaps = check_data(artifact, bars)
     sk = StrategyKernel(
         artifact, graph, session_id=session_id, timeframe_ns=tf_ns, base_dir=base_dir
     )
@@ -113,8 +141,12 @@ def run_backtest(
         seed=artifact.backtest.seed,
         log_format=1,
     )
+    if data_gaps is not None:  # explicit and logged: bars are processed as they come, no filling
+        slog.append("data_gaps", int(bars["ts_ns"][0]), **data_gaps)
     try:
-        return _simulate(sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes, dict(swaps))
+        result = _simulate(sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes, dict(swaps))
+        result.data_gaps = data_gaps
+        return result
     finally:
         slog.close()
         if olog is not None:

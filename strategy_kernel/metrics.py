@@ -57,11 +57,12 @@ def drawdown(equity: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 
 
 def _longest_underwater(dd: npt.NDArray[np.float64]) -> int:
-    longest = run = 0
-    for under in dd < 0:
-        run = run + 1 if under else 0
-        longest = max(longest, run)
-    return longest
+    """Longest run of consecutive bars below a previous peak (vectorised)."""
+    under = np.concatenate(([False], dd < 0, [False])).astype(np.int8)
+    edges = np.flatnonzero(np.diff(under))
+    if len(edges) == 0:
+        return 0
+    return int((edges[1::2] - edges[::2]).max())
 
 
 def compute(

@@ -95,6 +95,7 @@ def summary(result: BacktestResult) -> dict[str, Any]:
         "to": _iso(int(result.ts_ns[-1])),
         "metrics": result.metrics.as_dict(),
         "refusals": len(result.refusals),
+        "data_gaps": result.data_gaps,
         "strategy_log_head": result.strategy_log_head,
         "order_state_digest": result.order_state_digest,
     }

@@ -233,3 +233,38 @@ def test_sweep_command_csv_and_bad_params(
         ["sweep", sma, "--param", "nodes.fast.params.period=5..9", "--executor", "serial"], capsys
     )
     assert "--random" in err
+
+
+def test_timeframe_mismatch_is_refused_and_gaps_are_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import polars as pl
+
+    from feeds.files import read_bars, write_bars
+    from feeds.resample import resample_bars
+
+    bars = read_bars(DATA).head(2000)
+    coarse = tmp_path / "4h.csv"
+    write_bars(resample_bars(bars, "1h", "4h"), coarse)
+    err = _bad(["run", str(RSI), "--data", str(coarse), "--out", str(tmp_path / "o")], capsys)
+    assert "timeframe mismatch" in err and "resample" in err
+    gappy = tmp_path / "gappy.csv"
+    write_bars(pl.concat([bars.head(700), bars.slice(710, 1290)]), gappy)
+    assert (
+        main(
+            [
+                "run",
+                str(RSI),
+                "--data",
+                str(gappy),
+                "--out",
+                str(tmp_path / "g"),
+                "--quiet",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
+    assert "1 gap(s) in the data, 10 bar(s) missing" in capsys.readouterr().out
+    log = (tmp_path / "g" / "strategy.log.jsonl").read_text()
+    assert '"kind":"data_gaps"' in log

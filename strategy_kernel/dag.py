@@ -165,6 +165,7 @@ class DagEvaluator:
             c.clocks = own
             clocks[c.node_id] = frozenset({c.node_id}) if isinstance(c.impl, sn.Resample) else own
         self.evaluations = 0  # how many node updates ran (incrementality is observable)
+        self._primed = False
 
     def on_bar(self, bar: sn.BarValues) -> list[str]:
         changed: set[str] = set()
@@ -174,11 +175,13 @@ class DagEvaluator:
             self.values[col] = value
         ticked = set(BASE_CLOCK)
         out: list[str] = []
+        first = not self._primed  # on the first bar every node runs once: `not false` is true
+        self._primed = True
         for c in self.compiled:
             if c.impl.clocked:
                 if ticked.isdisjoint(c.clocks):
                     continue
-            elif not any(i in changed for i in c.inputs):
+            elif not first and not any(i in changed for i in c.inputs):
                 continue
             args = [self.values[i] for i in c.inputs]
             new = c.impl.update(args, bar)

@@ -4,10 +4,9 @@ The values equal what `strategy_kernel.dag.DagEvaluator` holds after each bar, n
 - clocked nodes (indicators, cross, rising/falling, lookback, levels, time windows, resample)
   step only on the bars where one of their clocks ticks (the base clock every bar, a resample
   clock when its bucket completes) and hold their value in between;
-- pure nodes (threshold, all/any/not, conviction, confluence) are re-evaluated only when an
-  input changed, so before the first change of any input they keep their initial value
-  (NaN or False) even where f(inputs) would say otherwise (e.g. `not` of an input that is
-  still False from the start stays False until that input first moves);
+- pure nodes (threshold, all/any/not, conviction, confluence) are functions of their inputs on
+  every bar (the event-driven evaluator runs them on the first bar and whenever an input
+  changes, which gives the same values);
 - comparisons with NaN are false, `!=` included; cross compares with the previous step.
 """
 
@@ -256,16 +255,6 @@ def compare_arrays(op: str, a: Series, b: Series | float) -> BoolArray:
     return np.asarray(r, dtype=np.bool_)
 
 
-def _changed(x: Series) -> BoolArray:
-    """Bars where the value differs from the previous bar's (the first bar against the initial)."""
-    if x.dtype == np.bool_:
-        prev = np.concatenate(([False], x[:-1]))
-        return np.asarray(x != prev, dtype=np.bool_)
-    prev_f = np.concatenate(([np.nan], x[:-1]))
-    both_nan = np.isnan(x) & np.isnan(prev_f)
-    return np.asarray((x != prev_f) & ~both_nan, dtype=np.bool_)
-
-
 def _hold(step_vals: Series, mask: BoolArray, initial: float | bool) -> Series:
     """Values computed on the step bars (mask), held in between, `initial` before the first step."""
     n = mask.shape[0]
@@ -409,7 +398,7 @@ def _inputs_of(node: object, graph: SignalGraph, nid: str) -> tuple[str, ...]:
 
 
 def _pure(node: object, args: list[Series], is_float: bool) -> Series:
-    """A pure node: f(inputs) from the first bar any input changed, the initial value before."""
+    """A pure node: f(inputs) on every bar."""
     n = len(args[0])
     if isinstance(node, ThresholdNode):
         rhs: Series | float = args[1] if len(args) > 1 else float(node.value)
@@ -449,13 +438,9 @@ def _pure(node: object, args: list[Series], is_float: bool) -> Series:
             )
     else:  # pragma: no cover - _PURE lists exactly the kinds above
         raise FastPathUnsupported(f"no vectorised form for {type(node).__name__}")
-    first = np.zeros(n, dtype=np.bool_)
-    for a in args:
-        first |= _changed(np.asarray(a))  # type: ignore[arg-type]
-    started = np.logical_or.accumulate(first)
     if out.dtype == np.bool_:
-        return np.asarray(out & started, dtype=np.bool_)
-    return np.where(started, out, np.nan)
+        return np.asarray(out, dtype=np.bool_)
+    return np.asarray(out, dtype=np.float64)
 
 
 def _truthy(a: Series) -> BoolArray:

@@ -81,3 +81,11 @@ def test_snapshot_restore_continues_identically() -> None:
         e1.on_bar(_bar(i, float(c)))
         e2.on_bar(_bar(i, float(c)))
         assert repr(e1.values) == repr(e2.values)
+
+
+def test_pure_nodes_hold_their_function_from_the_first_bar() -> None:
+    text = TEXT.replace("  band:", "  calm: {kind: not, input: x}\n  band:")
+    a = loads(text)
+    ev = DagEvaluator(a, check(a))
+    ev.on_bar(_bar(0, 100.0))
+    assert ev.values["x"] is False and ev.values["calm"] is True  # not(false), not the initial False

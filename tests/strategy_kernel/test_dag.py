@@ -88,4 +88,6 @@ def test_pure_nodes_hold_their_function_from_the_first_bar() -> None:
     a = loads(text)
     ev = DagEvaluator(a, check(a))
     ev.on_bar(_bar(0, 100.0))
-    assert ev.values["x"] is False and ev.values["calm"] is True  # not(false), not the initial False
+    assert (
+        ev.values["x"] is False and ev.values["calm"] is True
+    )  # not(false), not the initial False

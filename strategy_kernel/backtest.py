@@ -53,6 +53,21 @@ class BacktestResult:
     data_gaps: dict[str, object] | None = None  # gaps in the bars, reported (never silently filled)
 
 
+def trade_stats(trades: Sequence[Trade], unit_value: float) -> list[TradeStats]:
+    """Trades in quote currency for the metrics; R is scaled to the filled part of the plan."""
+    return [
+        TradeStats(
+            pnl=t.pnl * unit_value,
+            r_multiple=(t.pnl / t.risk_units * (t.planned_qty / t.entry_qty))
+            if t.risk_units and t.entry_qty
+            else math.nan,
+            bars_held=t.exit_bar - t.entry_bar,
+            fees=t.fees * unit_value,
+        )
+        for t in trades
+    ]
+
+
 def check_data(artifact: Artifact, bars: pl.DataFrame) -> dict[str, object] | None:
     """Refuse bars of another timeframe; describe gaps (returned, logged) instead of hiding them."""
     from feeds.validate import check_bars
@@ -224,17 +239,7 @@ def _simulate(
             progress(i)
     sk.log.close()
     unit = sk.unit_value
-    stats = [
-        TradeStats(
-            pnl=t.pnl * unit,
-            r_multiple=(t.pnl / t.risk_units * (t.planned_qty / t.entry_qty))
-            if t.risk_units and t.entry_qty
-            else math.nan,
-            bars_held=t.exit_bar - t.entry_bar,
-            fees=t.fees * unit,
-        )
-        for t in sk.trades
-    ]
+    stats = trade_stats(sk.trades, unit)
     metrics = compute(
         equity=equity,
         ts_ns=ts,

@@ -439,16 +439,12 @@ class StrategyKernel:
                     tmpl.type != "market" and ref != self._entry_ref
                 ):
                     cmds.append(
-                        self._send(
-                            m.AmendOrder(
-                                session_id=self.session_id,
-                                seq=self._next_seq(),
-                                ts_ns=ts_ns,
-                                client_order_id=self.entry_id,
-                                qty=plan.lots,
-                                price=ref if tmpl.type == "limit" else None,
-                                trigger_price=ref if tmpl.type == "stop" else None,
-                            )
+                        self._amend(
+                            ts_ns,
+                            self.entry_id,
+                            qty=plan.lots,
+                            price=ref if tmpl.type == "limit" else None,
+                            trigger_price=ref if tmpl.type == "stop" else None,
                         )
                     )
                     self._entry_ref = ref
@@ -481,37 +477,29 @@ class StrategyKernel:
         )
         return cmds
 
+    def _amend(self, ts_ns: int, client_order_id: str, **changes: int | None) -> m.Message:
+        """Send an AmendOrder: the order keeps its identity (and its place at the venue)."""
+        return self._send(
+            m.AmendOrder(
+                session_id=self.session_id,
+                seq=self._next_seq(),
+                ts_ns=ts_ns,
+                client_order_id=client_order_id,
+                **changes,  # type: ignore[arg-type]
+            )
+        )
+
     def _amend_exits(self, ts_ns: int, stop: int | None, targets: list[int]) -> list[m.Message]:
         """Move the bracket children the order kernel placed (`<id>.sl`, `<id>.tpN`) in place."""
         t = self.trade
         assert t is not None
         cmds: list[m.Message] = []
         if stop is not None and t.stop_price is not None and stop != t.stop_price:
-            cmds.append(
-                self._send(
-                    m.AmendOrder(
-                        session_id=self.session_id,
-                        seq=self._next_seq(),
-                        ts_ns=ts_ns,
-                        client_order_id=f"{t.trade_id}.sl",
-                        trigger_price=stop,
-                    )
-                )
-            )
+            cmds.append(self._amend(ts_ns, f"{t.trade_id}.sl", trigger_price=stop))
             t.stop_price = stop
         for k, (new_px, old_px) in enumerate(zip(targets, list(t.targets), strict=False), 1):
             if new_px != old_px:
-                cmds.append(
-                    self._send(
-                        m.AmendOrder(
-                            session_id=self.session_id,
-                            seq=self._next_seq(),
-                            ts_ns=ts_ns,
-                            client_order_id=f"{t.trade_id}.tp{k}",
-                            price=new_px,
-                        )
-                    )
-                )
+                cmds.append(self._amend(ts_ns, f"{t.trade_id}.tp{k}", price=new_px))
                 t.targets[k - 1] = new_px
         if len(targets) != len(t.targets):
             self._refuse(

@@ -29,10 +29,11 @@ from artifacts.graph import SignalGraph
 from artifacts.schema import Artifact, Condition
 from feeds.schema import timeframe_to_ns
 from indicators.streaming import make_stream, run_stream
+from strategy_kernel.backtest import trade_stats
 from strategy_kernel.engine import Trade
 from strategy_kernel.errors import BacktestError
 from strategy_kernel.fastpath_dag import FastPathUnsupported, compare_arrays, evaluate
-from strategy_kernel.metrics import Metrics, TradeStats, compute
+from strategy_kernel.metrics import Metrics, compute
 
 __all__ = ["FastPathUnsupported", "FastResult", "bracket_same_bar", "fast_backtest"]
 
@@ -190,17 +191,7 @@ class FastResult:
     def metrics(self) -> Metrics:
         if self._metrics is None:
             unit = self.unit_value
-            stats = [
-                TradeStats(
-                    pnl=t.pnl * unit,
-                    r_multiple=(t.pnl / t.risk_units * (t.planned_qty / t.entry_qty))
-                    if t.risk_units and t.entry_qty
-                    else math.nan,
-                    bars_held=t.exit_bar - t.entry_bar,
-                    fees=t.fees * unit,
-                )
-                for t in self.trades
-            ]
+            stats = trade_stats(self.trades, unit)
             self._metrics = compute(
                 equity=self.equity,
                 ts_ns=self.ts_ns,

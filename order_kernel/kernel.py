@@ -66,6 +66,7 @@ MAX_NOTIONAL: Final = 2**60
 MAX_TS: Final = 2**63 - 1
 MAX_BAR_INTERVAL_NS: Final = 366 * 86_400 * 1_000_000_000
 _NO_BAR: Final = -(2**62)
+_NO_BAR_FILL: Final = -(2**62)
 
 
 @dataclass(slots=True)
@@ -85,6 +86,8 @@ class _Order:
     final_qty: int = 0
     final_price: int = 0
     final_trigger: int = 0
+    last_fill_ts: int = _NO_BAR_FILL  # bar ts of the latest fill (same-bar bracket rule)
+    last_fill_at_open: bool = False  # was that fill at the bar's opening price?
 
 
 @dataclass(slots=True)
@@ -178,6 +181,8 @@ class OrderKernel:
         self._sent: deque[m.Event] = deque(maxlen=resend_buffer)
         self._now = 0
         self._out: list[m.Event] = []
+        self._matching: m.MarketBar | None = None  # the bar being matched, if any
+        self._same_bar: list[tuple[_Order, bool]] = []  # bracket children placed in it
         self._dispatch: dict[type[Any], Callable[[Any], None]] = {
             m.SubmitOrder: self._on_submit,
             m.AmendOrder: self._on_amend,
@@ -194,6 +199,11 @@ class OrderKernel:
     def handle(self, cmd: m.Command) -> list[m.Event]:
         """Process one command and return the events it caused, in order."""
         return self._handle(cmd, m.encode(cmd))
+
+    def handle_raw(self, cmd: m.Command, raw: bytes) -> list[m.Event]:
+        """Process a command already decoded from `raw` (the server's path: one decode; the
+        raw bytes are what the log records)."""
+        return self._handle(cmd, raw)
 
     def handle_bytes(self, data: bytes) -> list[m.Event]:
         """Decode msgpack bytes and process them; garbage gives CommandDenied(MALFORMED_MESSAGE)."""
@@ -855,6 +865,8 @@ class OrderKernel:
             )
             return
         last = self._last_bar_ts.get(sym, _NO_BAR)
+        if bar.ts_ns <= last and bar.possible_duplicate:
+            return  # a resend of market data already matched (client resend after a crash)
         if bar.ts_ns <= last:
             self._deny_cmd(
                 bar,
@@ -887,17 +899,47 @@ class OrderKernel:
         eligible = [o for o in eligible if o.final_state is None and o.arrival_ts <= bar.ts_ns]
         eligible.sort(key=self._match_class)  # stable: submission order within a class
         budget = [self.venue.volume_budget(bar)]
-        for o in eligible:
-            if o.final_state is None:
-                self._match(o, bar, budget)
+        self._matching = bar
+        self._same_bar = []
+        try:
+            for o in eligible:
+                if o.final_state is None:
+                    self._match(o, bar, budget)
+            live_children = self._match_same_bar_children(bar, budget)
+        finally:
+            self._matching = None
+            self._same_bar = []
         for o in eligible:
             if o.final_state is None:
                 orders[F_FLAGS, o.slot] |= FLAG_RESTING
                 if o.cmd.trailing is not None:
                     self._trail(o, bar)
+        for o in live_children:
+            if o.final_state is None:
+                orders[F_FLAGS, o.slot] |= FLAG_RESTING
         self._last_bar_ts[sym] = bar.ts_ns
         self._last_close[sym] = bar.close
         self._funding(bar)
+
+    def _match_same_bar_children(self, bar: m.MarketBar, budget: list[int | None]) -> list[_Order]:
+        """Bracket children placed by a fill in this bar are live for the rest of it (SimVenue
+        rule 15): after a fill at the open, every child (stop first: adverse-first); after an
+        intrabar fill (or with venue latency), only the stop-loss, at its stop price. Returns
+        the children that were live for the whole rest of the bar (marked resting after it)."""
+        live: list[_Order] = []
+        kids = sorted(self._same_bar, key=lambda kb: self._match_class(kb[0]))
+        for kid, at_open in kids:
+            if kid.final_state is not None:
+                continue
+            arrived = kid.arrival_ts <= bar.ts_ns
+            if not arrived and kid.arrival_ts >= bar.ts_ns + bar.interval_ns:
+                continue  # reaches the venue after this bar: matched from the next one
+            if at_open and arrived:
+                live.append(kid)
+                self._match(kid, bar, budget)
+            elif self._match_class(kid) == 1:
+                self._match(kid, bar, budget, intrabar=True)
+        return live
 
     def _trail(self, o: _Order, bar: m.MarketBar) -> None:
         """Move a trailing stop's trigger after the bar (effective from the next bar): a sell
@@ -926,8 +968,12 @@ class OrderKernel:
             return 1
         return 2
 
-    def _match(self, o: _Order, bar: m.MarketBar, budget: list[int | None]) -> None:
-        """One order against one bar, per the SimVenue rules (see venues/sim.py)."""
+    def _match(
+        self, o: _Order, bar: m.MarketBar, budget: list[int | None], *, intrabar: bool = False
+    ) -> None:
+        """One order against one bar, per the SimVenue rules (see venues/sim.py). `intrabar`:
+        the order went live inside the bar (a bracket stop after an intrabar entry), so its
+        trigger price is the stop itself, not the worse of open and stop."""
         orders = self.machine.orders
         side = o.cmd.side
         ot = o.cmd.order_type
@@ -938,14 +984,22 @@ class OrderKernel:
         price: int | None = None
         maker = False
         opportunity = first  # IOC/FOK act at the first opportunity
+        at_open = False  # does the fill happen at the bar's opening price?
         if ot is OrderType.MARKET or (ot is OrderType.STOP and flags & FLAG_TRIGGERED):
             price = self.venue.slipped(side, bar.open, bar)
+            at_open = True
         elif ot in (OrderType.STOP, OrderType.STOP_LIMIT) and not flags & FLAG_TRIGGERED:
             opportunity = False
-            tp = SimVenue.trigger_price(side, int(orders[F_TRIGGER, o.slot]), bar)
+            stop = int(orders[F_TRIGGER, o.slot])
+            tp = (
+                SimVenue.intrabar_trigger_price(side, stop, bar)
+                if intrabar
+                else SimVenue.trigger_price(side, stop, bar)
+            )
             if tp is None:
                 return
             opportunity = True
+            at_open = tp == bar.open and not intrabar
             self._must(o, E.TRIGGER)
             self._emit(m.OrderTriggered, client_order_id=o.cmd.client_order_id, trigger_price=tp)
             if ot is OrderType.STOP:
@@ -960,9 +1014,11 @@ class OrderKernel:
                     )
                     return
                 price = bar.open
+                at_open = True
             elif not (immediate and first):
                 price = SimVenue.limit_price(side, limit, bar)
                 maker = True
+                at_open = price == bar.open
         qty = 0
         if price is not None:
             leaves = self.machine.leaves(o.slot)
@@ -988,6 +1044,8 @@ class OrderKernel:
             if qty > 0:
                 if budget[0] is not None:
                     budget[0] -= qty
+                o.last_fill_ts = bar.ts_ns
+                o.last_fill_at_open = at_open
                 self._fill(o, qty, price, maker)
         if immediate and opportunity and o.final_state is None:
             if o.cmd.tif is TimeInForce.FOK:
@@ -1092,7 +1150,10 @@ class OrderKernel:
                     detail="bracket child id already used by another order",
                 )
                 continue
-            self._submit(kid, internal=True)
+            placed = self._submit(kid, internal=True)
+            bar = self._matching
+            if placed is not None and bar is not None and parent.last_fill_ts == bar.ts_ns:
+                self._same_bar.append((placed, parent.last_fill_at_open))
 
     def _funding(self, bar: m.MarketBar) -> None:
         sym = bar.symbol

@@ -208,6 +208,11 @@ class OrderLog:
     def records(self) -> int:
         return self._index
 
+    @property
+    def unsynced(self) -> int:
+        """Records appended since the last sync (the server fsyncs off the reply path)."""
+        return self._unsynced
+
     def append_inbound(self, raw: bytes, seq: int) -> None:
         self._append(IN, seq, raw)
 

@@ -236,29 +236,47 @@ TRANSITIONS: Final[dict[tuple[OrderState, OrderEvent], Transition]] = {
     # Fills: an unacknowledged order may be filled at once; the fill implies the ack.
     **{
         (s, E.FILL_PARTIAL): Transition(
-            S.PARTIALLY_FILLED, A.APPLY_FILL | A.LINKED, "OrderFilled", "fill implies ack" if s is S.PENDING else ""
+            S.PARTIALLY_FILLED,
+            A.APPLY_FILL | A.LINKED,
+            "OrderFilled",
+            "fill implies ack" if s is S.PENDING else "",
         )
         for s in _FILL_SOURCES
     },
     **{
         (s, E.FILL_FULL): Transition(
-            S.FILLED, A.APPLY_FILL | A.LINKED | A.RELEASE, "OrderFilled", "fill implies ack" if s is S.PENDING else ""
+            S.FILLED,
+            A.APPLY_FILL | A.LINKED | A.RELEASE,
+            "OrderFilled",
+            "fill implies ack" if s is S.PENDING else "",
         )
         for s in _FILL_SOURCES
     },
     # A fill racing an in-flight request: the fill wins and is applied; the request's
     # answer still arrives later and restores PARTIALLY_FILLED rather than the old state.
     (S.PENDING_CANCEL, E.FILL_PARTIAL): Transition(
-        S.PENDING_CANCEL, A.APPLY_FILL | A.LINKED | A.MARK_PREV_PARTIAL, "OrderFilled", "fill races cancel"
+        S.PENDING_CANCEL,
+        A.APPLY_FILL | A.LINKED | A.MARK_PREV_PARTIAL,
+        "OrderFilled",
+        "fill races cancel",
     ),
     (S.PENDING_AMEND, E.FILL_PARTIAL): Transition(
-        S.PENDING_AMEND, A.APPLY_FILL | A.LINKED | A.MARK_PREV_PARTIAL, "OrderFilled", "fill races amend"
+        S.PENDING_AMEND,
+        A.APPLY_FILL | A.LINKED | A.MARK_PREV_PARTIAL,
+        "OrderFilled",
+        "fill races amend",
     ),
     (S.PENDING_CANCEL, E.FILL_FULL): Transition(
-        S.FILLED, A.APPLY_FILL | A.LINKED | A.RELEASE, "OrderFilled", "cancel lost the race: the fill stands"
+        S.FILLED,
+        A.APPLY_FILL | A.LINKED | A.RELEASE,
+        "OrderFilled",
+        "cancel lost the race: the fill stands",
     ),
     (S.PENDING_AMEND, E.FILL_FULL): Transition(
-        S.FILLED, A.APPLY_FILL | A.LINKED | A.RELEASE, "OrderFilled", "amend lost the race: the fill stands"
+        S.FILLED,
+        A.APPLY_FILL | A.LINKED | A.RELEASE,
+        "OrderFilled",
+        "amend lost the race: the fill stands",
     ),
     **{
         (s, E.CANCEL): Transition(S.PENDING_CANCEL, A.SEND_CANCEL | A.SAVE_PREV, None)
@@ -270,13 +288,18 @@ TRANSITIONS: Final[dict[tuple[OrderState, OrderEvent], Transition]] = {
     ),
     # Unsolicited cancels (venue-side cancel, IOC remainder, self-trade prevention): the venue is the truth.
     **{
-        (s, E.CANCEL_ACK): Transition(S.CANCELLED, A.RELEASE, "OrderCancelled", "unsolicited venue cancel")
+        (s, E.CANCEL_ACK): Transition(
+            S.CANCELLED, A.RELEASE, "OrderCancelled", "unsolicited venue cancel"
+        )
         for s in (*_WORKING, S.PENDING_AMEND)
     },
     **{
-        (s, E.AMEND): Transition(S.PENDING_AMEND, A.SEND_AMEND | A.SAVE_PREV, None) for s in _WORKING
+        (s, E.AMEND): Transition(S.PENDING_AMEND, A.SEND_AMEND | A.SAVE_PREV, None)
+        for s in _WORKING
     },
-    (S.PENDING_AMEND, E.AMEND_ACK): Transition(None, A.APPLY_AMEND, "AmendAccepted", "order keeps its identity"),
+    (S.PENDING_AMEND, E.AMEND_ACK): Transition(
+        None, A.APPLY_AMEND, "AmendAccepted", "order keeps its identity"
+    ),
     (S.PENDING_AMEND, E.AMEND_REJECT): Transition(None, A.NONE, "AmendRejected"),
     **{
         (s, E.EXPIRE): Transition(S.EXPIRED, A.RELEASE, "OrderExpired")

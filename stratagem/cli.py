@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stratagem.commands_compiler",
     "stratagem.commands_data",
     "stratagem.commands_hdl",
+    "stratagem.commands_order_kernel",
     "stratagem.commands_service",
 )
 DEFAULT_DATA = REPO_ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"

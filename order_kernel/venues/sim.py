@@ -4,7 +4,7 @@ The rules (the kernel asks the venue, order by order, in a fixed order within ea
 
 1. **Next bar only.** An order is matched only against bars that arrive after it was
    submitted (bar.ts_ns > ts of the last bar the kernel had seen at submission), never the bar
-   it was decided on. Bracket children placed by a fill start on the following bar too.
+   it was decided on. Bracket children placed by a fill are the exception (rule 15).
 2. **Order within a bar:** market orders (and already-triggered stop-markets) first, then stop
    trigger checks, then limits; ties by submission order. Stops before limits makes the
    adverse leg win when one bar touches both a stop-loss and a take-profit.
@@ -42,6 +42,16 @@ The rules (the kernel asks the venue, order by order, in a fixed order within ea
 14. **Latency** (optional `latency_ns`): an order (or a re-priced amend) reaches the venue at
     its command's ts_ns + latency_ns and is matched only against bars with ts_ns at or after
     that. Acknowledgements and cancels are still immediate (no separate ack/fill delays).
+15. **Bracket children in the parent's fill bar.** Children (`<id>.sl`, `<id>.tpN`) placed by a
+    fill are live for the rest of that same bar, after the bar's other orders:
+    - parent filled *at the open* (market, a limit crossed by the open, a stop gapped through):
+      every child is matched against the whole bar, stop-loss first, so when the bar touches
+      both the stop and a target the adverse stop fills (adverse-first, as backtesting.py);
+    - parent filled *intrabar* (a limit or stop touched inside the bar, or the children reach
+      the venue after the open because of `latency_ns`): the path after the entry is unknown,
+      so the conservative rule lets only the stop-loss fill, if the bar's range reaches it, at
+      the stop price (slipped, clamped to the bar; the open preceded the entry); targets start
+      on the next bar. Children arriving after the bar's end (latency) start on a later bar.
 """
 
 from __future__ import annotations
@@ -129,6 +139,14 @@ class SimVenue:
         if side is Side.BUY:
             return max(bar.open, stop) if bar.high >= stop else None
         return min(bar.open, stop) if bar.low <= stop else None
+
+    @staticmethod
+    def intrabar_trigger_price(side: Side, stop: int, bar: MarketBar) -> int | None:
+        """A stop that went live inside the bar (rule 15): the stop itself if the bar's range
+        reached it (clamped into the bar), else None."""
+        if side is Side.BUY:
+            return min(max(stop, bar.low), bar.high) if bar.high >= stop else None
+        return max(min(stop, bar.high), bar.low) if bar.low <= stop else None
 
     @staticmethod
     def crosses(side: Side, limit: int, price: int) -> bool:

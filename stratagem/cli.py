@@ -79,6 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         as_json=args.json,
         plots=not args.no_plots,
         quiet=args.quiet,
+        paper=args.paper,
     )
 
 
@@ -150,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG and HTML plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="paper mode on the recorded bars: the order kernel runs as its own process over ZeroMQ",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -16,6 +17,7 @@ from stratagem.errors import StratagemError
 from strategy_kernel.backtest import BacktestResult, run_backtest
 from strategy_kernel.replay import write_run_file
 from strategy_kernel.report import summary, trade_rows, write_reports
+from strategy_kernel.transport import RemoteKernel, order_kernel_process
 
 
 def _fmt(x: object) -> str:
@@ -93,6 +95,7 @@ def run_backtest_cli(
     as_json: bool,
     plots: bool,
     quiet: bool,
+    paper: bool = False,
 ) -> int:
     artifact, lines = load_with_lines(artifact_path)
     graph = check(artifact, str(artifact_path), lines)
@@ -109,14 +112,22 @@ def run_backtest_cli(
         from tqdm import tqdm
 
         show = not quiet and not as_json and sys.stderr.isatty()
-        with tqdm(
-            total=bars.height,
-            unit="bar",
-            desc="backtest",
-            file=sys.stderr,
-            mininterval=0.2,
-            disable=not show,
-        ) as progress:
+        with contextlib.ExitStack() as stack:
+            kernel = None
+            if paper:  # the order kernel in its own process, over ZeroMQ, fed the recorded bars
+                endpoint = stack.enter_context(order_kernel_process(artifact, tmp / "order-kernel"))
+                kernel = RemoteKernel(endpoint, "bt")
+                stack.callback(kernel.close)
+            progress = stack.enter_context(
+                tqdm(
+                    total=bars.height,
+                    unit="bar",
+                    desc="paper" if paper else "backtest",
+                    file=sys.stderr,
+                    mininterval=0.2,
+                    disable=not show,
+                )
+            )
             result = run_backtest(
                 artifact,
                 graph,
@@ -125,7 +136,11 @@ def run_backtest_cli(
                 progress=lambda i: progress.update(1),
                 base_dir=artifact_path.parent,
                 record_nodes=plotted_nodes(graph),
+                kernel=kernel,
             )
+        if paper:  # keep the kernel's own log as the run's order log; drop the process scratch
+            shutil.move(tmp / "order-kernel" / "logs" / "bt.log", tmp / "orders.log")
+            shutil.rmtree(tmp / "order-kernel")
         files = write_reports(result, tmp, png=plots, html=plots)
         write_run_file(
             tmp,
@@ -148,5 +163,7 @@ def run_backtest_cli(
         data["out_dir"] = str(final_dir)
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
+        if paper:
+            print("\npaper: order kernel in its own process over ZeroMQ, fed the recorded bars")
         print_table(result, final_dir, files)
     return 0

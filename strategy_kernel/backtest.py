@@ -32,6 +32,7 @@ from strategy_kernel.engine import StrategyKernel, Trade
 from strategy_kernel.errors import BacktestError
 from strategy_kernel.log import StrategyLog
 from strategy_kernel.metrics import Metrics, TradeStats, compute
+from strategy_kernel.transport import KernelPort
 
 
 @dataclass
@@ -122,11 +123,14 @@ def run_backtest(
     base_dir: Path | None = None,
     swaps: Sequence[tuple[int, Artifact]] = (),
     items: Sequence[UnstructuredItem] = (),
+    kernel: KernelPort | None = None,
 ) -> BacktestResult:
     """Run the artifact over `bars` (BAR_SCHEMA). Writes logs into out_dir when given.
 
     `base_dir` resolves python nodes' files (the artifact's directory). `swaps` hot-swaps a new
     artifact version in after the given bar index closes (re-parameterisation without teardown).
+    `kernel` replaces the in-process order kernel, e.g. a `RemoteKernel` in its own process over
+    ZeroMQ (paper mode); that kernel keeps its own order log.
     """
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
@@ -140,12 +144,23 @@ def run_backtest(
             f"{n} bars is not enough: the strategy needs {sk.warmup} warm-up bars plus at least one to trade; "
             "give more data (--from earlier) or shorten indicator periods"
         )
-    venue = SimVenue(slippage_ticks=artifact.backtest.slippage_ticks, seed=artifact.backtest.seed)
-    ok = OrderKernel(session_id, {inst.symbol: inst}, venue)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ok: KernelPort
+    olog: OrderLog | None = None
+    if kernel is None:
+        venue = SimVenue(
+            slippage_ticks=artifact.backtest.slippage_ticks, seed=artifact.backtest.seed
+        )
+        local = OrderKernel(session_id, {inst.symbol: inst}, venue)
+        # A backtest can be rerun at will, so its order log is not fsynced record by record.
+        olog = OrderLog(out_dir / "orders.log", fsync="never") if out_dir else None
+        local.log = olog
+        ok = local
+    else:
+        ok = kernel
     slog = StrategyLog(out_dir / "strategy.log.jsonl" if out_dir else None)
-    # A backtest can be rerun at will, so its order log is not fsynced record by record.
-    olog = OrderLog(out_dir / "orders.log", fsync="never") if out_dir else None
-    sk.log, ok.log = slog, olog
+    sk.log = slog
     slog.append(
         "run",
         int(bars["ts_ns"][0]),
@@ -170,7 +185,7 @@ def run_backtest(
 
 def _simulate(
     sk: StrategyKernel,
-    ok: OrderKernel,
+    ok: KernelPort,
     bars: pl.DataFrame,
     artifact: Artifact,
     inst: InstrumentSpec,
@@ -262,7 +277,7 @@ def _simulate(
         unit_value=unit,
         price_increment=price_inc,
         strategy_log_head=sk.log.head,
-        order_state_digest=ok.state_digest().hex(),
+        order_state_digest=ok.state_digest().hex() if isinstance(ok, OrderKernel) else "remote",
         refusals=sk.refusals,
         node_series=node_series,
     )

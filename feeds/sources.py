@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import os
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -139,11 +140,12 @@ def _window(df: pl.DataFrame, start_ns: int | None, end_ns: int | None) -> pl.Da
     return df.filter(expr)
 
 
-class _FrameSource:
+class _FrameSource(ABC):
     """Push mode for sources whose pull mode returns a whole frame: emit it at max speed."""
 
+    @abstractmethod
     def fetch(self, start_ns: int | None = None, end_ns: int | None = None) -> pl.DataFrame:
-        raise NotImplementedError  # pragma: no cover - every subclass defines it
+        """The bars in [start_ns, end_ns)."""
 
     async def stream(
         self, start_ns: int | None = None, end_ns: int | None = None

@@ -116,6 +116,20 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper(args: argparse.Namespace) -> int:
+    from stratagem.run import run_paper_cli
+
+    return run_paper_cli(
+        artifact_path=Path(args.artifact),
+        feed=args.feed,
+        kernel_endpoint=args.kernel,
+        out_dir=Path(args.out) if args.out else None,
+        max_bars=args.max_bars,
+        idle_timeout_ms=int(args.idle_timeout * 1000),
+        plots=not args.no_plots,
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from stratagem.sweep_cli import run_sweep_cli
 
@@ -157,6 +171,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper mode on the recorded bars: the order kernel runs as its own process over ZeroMQ",
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "paper",
+        help="paper trade on a live ZeroMQ bar feed (`stratagem data serve`) with the simulated venue",
+        description="Subscribe to the market-data bus, run the strategy kernel bar by bar and send its "
+        "orders to an order kernel (its own process: started here unless --kernel names a running one). "
+        "Stops at end of stream, after --max-bars, or when the feed is silent for --idle-timeout seconds.",
+    )
+    p.add_argument("artifact", help="artifact YAML")
+    p.add_argument(
+        "--feed", required=True, help="market-data bus endpoint, e.g. ipc:///tmp/md.sock"
+    )
+    p.add_argument(
+        "--kernel", help="a running `stratagem order-kernel` endpoint (default: start one)"
+    )
+    p.add_argument("--out", help="output directory (default: runs/<name>-v<version>-paper)")
+    p.add_argument("--max-bars", type=int, help="stop after this many bars")
+    p.add_argument(
+        "--idle-timeout", type=float, default=30.0, help="seconds without a bar before stopping"
+    )
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser(
         "validate",

@@ -167,3 +167,58 @@ def run_backtest_cli(
             print("\npaper: order kernel in its own process over ZeroMQ, fed the recorded bars")
         print_table(result, final_dir, files)
     return 0
+
+
+def run_paper_cli(
+    *,
+    artifact_path: Path,
+    feed: str,
+    kernel_endpoint: str | None,
+    out_dir: Path | None,
+    max_bars: int | None,
+    idle_timeout_ms: int,
+    plots: bool,
+) -> int:
+    from feeds.bus import Subscriber, bar_topic
+    from strategy_kernel.paper import run_paper
+
+    artifact, lines = load_with_lines(artifact_path)
+    graph = check(artifact, str(artifact_path), lines)
+    final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}-paper"
+    final_dir.mkdir(parents=True, exist_ok=True)
+    topic = bar_topic(artifact.instrument.symbol, artifact.instrument.timeframe)
+    with contextlib.ExitStack() as stack:
+        endpoint = kernel_endpoint or stack.enter_context(
+            order_kernel_process(artifact, final_dir / "order-kernel")
+        )
+        kernel = RemoteKernel(endpoint, "paper")
+        stack.callback(kernel.close)
+        sub = stack.enter_context(Subscriber(feed, [topic]))
+        print(
+            f"paper: {artifact.name} v{artifact.version} on {topic} from {feed}; order kernel {endpoint}"
+        )
+        result, stop = run_paper(
+            artifact,
+            graph,
+            sub,
+            kernel,
+            out_dir=final_dir,
+            max_bars=max_bars,
+            idle_timeout_ms=idle_timeout_ms,
+            base_dir=artifact_path.parent,
+        )
+    if (
+        kernel_endpoint is None
+    ):  # the kernel we started kept its log: it becomes the run's order log
+        shutil.move(final_dir / "order-kernel" / "logs" / "paper.log", final_dir / "orders.log")
+        shutil.rmtree(final_dir / "order-kernel")
+    print(
+        f"paper stopped ({stop.reason}) after {stop.bars} bars; feed gaps {stop.feed_gaps}, "
+        f"out-of-order bars {stop.out_of_order}"
+    )
+    if result is None:
+        print("no bar arrived: nothing to report")
+        return 0
+    files = write_reports(result, final_dir, png=plots, html=plots)
+    print_table(result, final_dir, files)
+    return 0

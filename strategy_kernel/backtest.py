@@ -54,6 +54,20 @@ class BacktestResult:
     data_gaps: dict[str, object] | None = None  # gaps in the bars, reported (never silently filled)
 
 
+def log_run_header(log: StrategyLog, artifact: Artifact, first_ts_ns: int, session_id: str) -> None:
+    """The first record of every strategy log: what runs, in which session (same for backtest and paper)."""
+    log.append(
+        "run",
+        first_ts_ns,
+        artifact=artifact.name,
+        version=artifact.version,
+        content_hash=content_hash(artifact),
+        session=session_id,
+        seed=artifact.backtest.seed,
+        log_format=1,
+    )
+
+
 def trade_stats(trades: Sequence[Trade], unit_value: float) -> list[TradeStats]:
     """Trades in quote currency for the metrics; R is scaled to the filled part of the plan."""
     return [
@@ -161,16 +175,7 @@ def run_backtest(
         ok = kernel
     slog = StrategyLog(out_dir / "strategy.log.jsonl" if out_dir else None)
     sk.log = slog
-    slog.append(
-        "run",
-        int(bars["ts_ns"][0]),
-        artifact=artifact.name,
-        version=artifact.version,
-        content_hash=content_hash(artifact),
-        session=session_id,
-        seed=artifact.backtest.seed,
-        log_format=1,
-    )
+    log_run_header(slog, artifact, int(bars["ts_ns"][0]), session_id)
     if data_gaps is not None:  # explicit and logged: bars are processed as they come, no filling
         slog.append("data_gaps", int(bars["ts_ns"][0]), **data_gaps)
     try:
@@ -181,6 +186,117 @@ def run_backtest(
         slog.close()
         if olog is not None:
             olog.close()
+
+
+class BarLoop:
+    """Drives bars through both kernels in the point-in-time order and keeps what reports need.
+
+    Per bar: the bar goes to the order kernel first (orders decided earlier fill inside it), the
+    events go to the strategy kernel, then the strategy sees the close and decides. The backtest
+    feeds it from a frame; paper mode feeds it bar by bar from the ZeroMQ market-data bus.
+    """
+
+    def __init__(
+        self,
+        sk: StrategyKernel,
+        ok: KernelPort,
+        artifact: Artifact,
+        inst: InstrumentSpec,
+        tf_ns: int,
+        record_nodes: tuple[str, ...] = (),
+        swaps: dict[int, Artifact] | None = None,
+    ) -> None:
+        self.sk, self.ok, self.artifact, self.inst, self.tf_ns = sk, ok, artifact, inst, tf_ns
+        self.swaps = swaps or {}
+        self.price_inc = float(inst.price_increment)
+        self.size_inc = float(inst.size_increment)
+        self.ts: list[int] = []
+        self.close: list[float] = []
+        self.equity: list[float] = []
+        self.position: list[int] = []
+        self.nodes: dict[str, list[float]] = {k: [] for k in record_nodes}
+        self.traded_units = 0
+
+    def deliver(self, cmds: list[m.Message]) -> None:
+        queue = list(cmds)
+        while queue:
+            cmd = queue.pop(0)
+            for ev in self.ok.handle(cmd):  # type: ignore[arg-type]
+                if isinstance(ev, m.OrderFilled):
+                    self.traded_units += ev.qty * ev.price
+                queue.extend(self.sk.on_event(ev))
+
+    def step(self, bar: BarValues, ticks: tuple[int, int, int, int], lots: int) -> None:
+        """One bar; `ticks` are its (open, high, low, close) in ticks, `lots` its volume."""
+        i = len(self.ts)
+        sk = self.sk
+        self.deliver(
+            [
+                m.MarketBar(  # market data is its own stream: not in the session's seq
+                    session_id=sk.session_id,
+                    seq=0,
+                    ts_ns=bar.ts_ns,
+                    symbol=self.inst.symbol,
+                    open=ticks[0],
+                    high=ticks[1],
+                    low=ticks[2],
+                    close=ticks[3],
+                    volume=lots,
+                    interval_ns=self.tf_ns,
+                )
+            ]
+        )
+        self.deliver(sk.on_bar(bar))
+        self.ts.append(bar.ts_ns)
+        self.close.append(bar.close)
+        self.equity.append(sk.equity())
+        self.position.append(sk.position)
+        for k, series in self.nodes.items():
+            series.append(float(sk.dag.values[k]))
+        if i in self.swaps:  # the new version takes over at this bar's close
+            new = self.swaps[i]
+            self.deliver(sk.reparameterize(new, check(new), bar.ts_ns + self.tf_ns))
+
+    def step_prices(self, bar: BarValues) -> None:
+        """One bar given in prices (live feeds): converted at the edge exactly like the backtest."""
+        p, q = self.price_inc, self.size_inc
+        ticks = (round(bar.open / p), round(bar.high / p), round(bar.low / p), round(bar.close / p))
+        self.step(bar, ticks, round(bar.volume / q))
+
+    def result(self) -> BacktestResult:
+        sk = self.sk
+        sk.log.close()
+        unit = sk.unit_value
+        ts = np.array(self.ts, dtype=np.int64)
+        equity = np.array(self.equity, dtype=np.float64)
+        position = np.array(self.position, dtype=np.int64)
+        metrics = compute(
+            equity=equity,
+            ts_ns=ts,
+            timeframe_ns=self.tf_ns,
+            in_position=position != 0,
+            trades=trade_stats(sk.trades, unit),
+            traded_notional=self.traded_units * unit,
+            fees_paid=sk.fees_paid * unit,
+            funding_paid=sk.funding_paid * unit,
+        )
+        ok = self.ok
+        return BacktestResult(
+            artifact=self.artifact,
+            artifact_hash=content_hash(self.artifact),
+            ts_ns=ts,
+            close=np.array(self.close, dtype=np.float64),
+            equity=equity,
+            position=position,
+            trades=sk.trades,
+            metrics=metrics,
+            unit_value=unit,
+            price_increment=self.price_inc,
+            strategy_log_head=sk.log.head,
+            order_state_digest=ok.state_digest().hex() if isinstance(ok, OrderKernel) else "remote",
+            refusals=sk.refusals,
+            node_series={k: np.array(v, dtype=np.float64) for k, v in self.nodes.items()},
+        )
 
 
 def _simulate(
@@ -194,90 +310,23 @@ def _simulate(
     record_nodes: tuple[str, ...],
     swaps: dict[int, Artifact],
 ) -> BacktestResult:
-    n = bars.height
-    session_id = sk.session_id
-    price_inc = float(inst.price_increment)
-    size_inc = float(inst.size_increment)
-
+    loop = BarLoop(sk, ok, artifact, inst, tf_ns, record_nodes, swaps)
     ts = bars["ts_ns"].to_numpy()
     cols = {c: bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
-    ticks = {
-        c: np.rint(cols[c] / price_inc).astype(np.int64) for c in ("open", "high", "low", "close")
-    }
-    lots = np.rint(cols["volume"] / size_inc).astype(np.int64)
-    equity = np.empty(n, dtype=np.float64)
-    position = np.empty(n, dtype=np.int64)
-    node_series = {k: np.full(n, math.nan) for k in record_nodes}
-    traded_units = 0
-
-    def deliver(cmds: list[m.Message]) -> None:
-        nonlocal traded_units
-        queue = list(cmds)
-        while queue:
-            cmd = queue.pop(0)
-            for ev in ok.handle(cmd):  # type: ignore[arg-type]
-                if isinstance(ev, m.OrderFilled):
-                    traded_units += ev.qty * ev.price
-                queue.extend(sk.on_event(ev))
-
-    for i in range(n):
-        bar_msg = m.MarketBar(  # market data is its own stream: not in the session's seq
-            session_id=session_id,
-            seq=0,
-            ts_ns=int(ts[i]),
-            symbol=inst.symbol,
-            open=int(ticks["open"][i]),
-            high=int(ticks["high"][i]),
-            low=int(ticks["low"][i]),
-            close=int(ticks["close"][i]),
-            volume=int(lots[i]),
-            interval_ns=tf_ns,
-        )
-        deliver([bar_msg])
-        bv = BarValues(
-            int(ts[i]),
-            float(cols["open"][i]),
-            float(cols["high"][i]),
-            float(cols["low"][i]),
-            float(cols["close"][i]),
-            float(cols["volume"][i]),
-        )
-        deliver(sk.on_bar(bv))
-        equity[i] = sk.equity()
-        position[i] = sk.position
-        for k in record_nodes:
-            node_series[k][i] = float(sk.dag.values[k])
-        if i in swaps:  # the new version takes over at this bar's close
-            new = swaps[i]
-            deliver(sk.reparameterize(new, check(new), int(ts[i]) + tf_ns))
+    ticks = np.column_stack(
+        [
+            np.rint(cols[c] / loop.price_inc).astype(np.int64)
+            for c in ("open", "high", "low", "close")
+        ]
+    ).tolist()
+    lots = np.rint(cols["volume"] / loop.size_inc).astype(np.int64).tolist()
+    rows = zip(
+        ts.tolist(),
+        *(cols[c].tolist() for c in ("open", "high", "low", "close", "volume")),
+        strict=True,
+    )
+    for i, row in enumerate(rows):
+        loop.step(BarValues(*row), tuple(ticks[i]), lots[i])
         if progress is not None:
             progress(i)
-    sk.log.close()
-    unit = sk.unit_value
-    stats = trade_stats(sk.trades, unit)
-    metrics = compute(
-        equity=equity,
-        ts_ns=ts,
-        timeframe_ns=tf_ns,
-        in_position=position != 0,
-        trades=stats,
-        traded_notional=traded_units * unit,
-        fees_paid=sk.fees_paid * unit,
-        funding_paid=sk.funding_paid * unit,
-    )
-    return BacktestResult(
-        artifact=artifact,
-        artifact_hash=content_hash(artifact),
-        ts_ns=ts,
-        close=cols["close"],
-        equity=equity,
-        position=position,
-        trades=sk.trades,
-        metrics=metrics,
-        unit_value=unit,
-        price_increment=price_inc,
-        strategy_log_head=sk.log.head,
-        order_state_digest=ok.state_digest().hex() if isinstance(ok, OrderKernel) else "remote",
-        refusals=sk.refusals,
-        node_series=node_series,
-    )
+    return loop.result()

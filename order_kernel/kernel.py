@@ -25,6 +25,7 @@ from order_kernel.errors import ConfigError, OrderKernelError, RecoveryError
 from order_kernel.instruments import InstrumentSpec
 from order_kernel.machine import (
     F_ACTIVE_FROM,
+    F_FEES,
     F_FILL_COST,
     F_FILLED,
     F_FLAGS,
@@ -67,6 +68,9 @@ MAX_TS: Final = 2**63 - 1
 MAX_BAR_INTERVAL_NS: Final = 366 * 86_400 * 1_000_000_000
 _NO_BAR: Final = -(2**62)
 _NO_BAR_FILL: Final = -(2**62)
+#: Inbound log records starting with this prefix are venue reconciliations (`reconcile.py`),
+#: replayed by `recover` so the state after a reconciliation is reproduced too.
+RECON_RECORD_PREFIX: Final = b"\x00stratagem-recon\x00"
 
 
 @dataclass(slots=True)
@@ -86,6 +90,7 @@ class _Order:
     final_qty: int = 0
     final_price: int = 0
     final_trigger: int = 0
+    final_fees: int = 0
     last_fill_ts: int = _NO_BAR_FILL  # bar ts of the latest fill (same-bar bracket rule)
     last_fill_at_open: bool = False  # was that fill at the bar's opening price?
 
@@ -352,6 +357,7 @@ class OrderKernel:
             o.final_qty = int(self.machine.orders[F_QTY, o.slot])
             o.final_price = int(self.machine.orders[F_PRICE, o.slot])
             o.final_trigger = int(self.machine.orders[F_TRIGGER, o.slot])
+            o.final_fees = int(self.machine.orders[F_FEES, o.slot])
             self._open.pop(o.cmd.client_order_id, None)
             self._by_slot.pop(o.slot, None)
             self.machine.release(o.slot)
@@ -1057,9 +1063,20 @@ class OrderKernel:
             else:
                 self._venue_cancel(o, Reason.OK, "IOC remainder")
 
-    def _fill(self, o: _Order, qty: int, price: int, maker: bool) -> None:
-        inst = self.instruments[o.cmd.symbol]
-        fee = inst.fee(qty, price, maker)
+    def _fill(
+        self,
+        o: _Order,
+        qty: int,
+        price: int,
+        maker: bool,
+        *,
+        fee: int | None = None,
+        trade_id: str | None = None,
+    ) -> None:
+        """Apply one fill; `fee`/`trade_id` override the instrument fee and the `<cid>#n` id
+        (reconciliation applies venue-reported fills with deterministic ids)."""
+        if fee is None:
+            fee = self.instruments[o.cmd.symbol].fee(qty, price, maker)
         self._must(o, E.FILL_FULL, qty=qty, price=price, fee=fee)
         o.n_fills += 1
         orders = self.machine.orders
@@ -1069,7 +1086,7 @@ class OrderKernel:
         self._emit(
             m.OrderFilled,
             client_order_id=cid,
-            trade_id=f"{cid}#{o.n_fills}",
+            trade_id=f"{cid}#{o.n_fills}" if trade_id is None else trade_id,
             symbol=o.cmd.symbol,
             side=o.cmd.side,
             partial=leaves > 0,
@@ -1290,7 +1307,11 @@ class OrderKernel:
         produced: list[bytes] = []
         logged: list[bytes] = []
         for entry in order_log.read(path):
-            if entry.direction == order_log.IN:
+            if entry.direction == order_log.IN and entry.raw.startswith(RECON_RECORD_PREFIX):
+                from order_kernel.reconcile import replay_record  # reconcile imports kernel
+
+                produced.extend(m.encode(ev) for ev in replay_record(kernel, entry.raw))
+            elif entry.direction == order_log.IN:
                 produced.extend(
                     m.encode(ev)
                     for ev in kernel.handle_bytes(entry.raw)

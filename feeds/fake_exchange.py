@@ -21,7 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import polars as pl
 
+from feeds.http_server import BackgroundHTTPServer
 from feeds.schema import timeframe_to_ns
 
 __all__ = ["FakeBinance", "Fault", "FaultKind", "Recorded"]
@@ -104,32 +105,22 @@ class FakeBinance:
         self.requests: list[Recorded] = []
         self._faults: list[tuple[str, Fault]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._http = BackgroundHTTPServer("127.0.0.1", 0, self._handler_class())
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def url(self) -> str:
         """``http://127.0.0.1:<port>``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._http.base_url
 
     def start(self) -> FakeBinance:
         """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the listening socket."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
+        self._http.stop()
 
     def __enter__(self) -> FakeBinance:
         return self.start()

@@ -34,7 +34,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -43,6 +43,7 @@ from xml.etree import ElementTree as ET
 import msgspec
 
 from feeds.errors import UnstructuredError, WebhookAuthError, WebhookError
+from feeds.http_server import BackgroundHTTPServer
 from feeds.schema import UnstructuredItem
 
 __all__ = [
@@ -384,35 +385,25 @@ class WebhookSink:
         self.accepted = 0
         self.rejected = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._http = BackgroundHTTPServer(host, port, self._handler())
 
     @property
     def url(self) -> str:
         """``http://host:port/webhook``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/webhook"
+        return self._http.base_url + "/webhook"
 
     def start(self) -> WebhookSink:
         """Serve in a background thread."""
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._http.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in this thread (the CLI); stop with Ctrl-C."""
-        self._server.serve_forever()
+        self._http.server.serve_forever()
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
+        self._http.stop()
 
     def __enter__(self) -> WebhookSink:
         return self.start()

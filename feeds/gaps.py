@@ -23,7 +23,7 @@ import polars as pl
 
 from feeds.errors import ColumnError, GapError
 from feeds.schema import BAR_COLUMNS, BAR_SCHEMA, NS_PER_DAY, timeframe_to_ns
-from feeds.validate import format_ts
+from feeds.validate import format_ts, grid_violation
 
 __all__ = ["GAP_POLICIES", "GapFill", "GapPolicy", "GapReport", "GapSpan", "fill_gaps"]
 
@@ -75,23 +75,22 @@ class GapFill(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _grid_check(ts: pl.Series, tf_ns: int, anchor: int) -> None:
-    bad = (ts.diff() <= 0).fill_null(False).arg_true()
-    if not bad.is_empty():
-        row = int(bad[0])
+    problem = grid_violation(ts, tf_ns, anchor)
+    if problem is None:
+        return
+    kind, row = problem
+    if kind == "order":
         raise GapError(
             f"timestamps must strictly increase; {format_ts(int(ts[row]))} follows "
             f"{format_ts(int(ts[row - 1]))}",
             row=row,
             hint="validate the bars first (feeds.validate.check_bars)",
         )
-    off = ((ts - anchor) % tf_ns != 0).arg_true()
-    if not off.is_empty():
-        row = int(off[0])
-        raise GapError(
-            f"bar at {format_ts(int(ts[row]))} is off the grid",
-            row=row,
-            hint="check the timeframe; gap filling needs bars on one grid",
-        )
+    raise GapError(
+        f"bar at {format_ts(int(ts[row]))} is off the grid",
+        row=row,
+        hint="check the timeframe; gap filling needs bars on one grid",
+    )
 
 
 def fill_gaps(

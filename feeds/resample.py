@@ -26,7 +26,7 @@ import polars as pl
 
 from feeds.errors import ColumnError, ResampleError
 from feeds.schema import BAR_COLUMNS, BAR_SCHEMA, NS_PER_DAY, timeframe_to_ns
-from feeds.validate import format_ts
+from feeds.validate import format_ts, grid_violation
 
 __all__ = ["WEEK_ORIGIN_MONDAY", "IncompletePolicy", "resample_bars"]
 
@@ -66,19 +66,17 @@ def resample_bars(
         )
     ratio = to_ns // from_ns
     ts = df["ts_ns"]
-    diff = ts.diff()
-    bad = (diff <= 0).fill_null(False).arg_true()
-    if not bad.is_empty():
-        row = int(bad[0])
+    problem = grid_violation(ts, from_ns, origin_ns)
+    if problem is not None and problem[0] == "order":
+        row = problem[1]
         raise ResampleError(
             f"timestamps must strictly increase; {format_ts(int(ts[row]))} follows "
             f"{format_ts(int(ts[row - 1]))}",
             row=row,
             hint="validate the bars first (feeds.validate.check_bars)",
         )
-    off = ((ts - origin_ns) % from_ns != 0).arg_true()
-    if not off.is_empty():
-        row = int(off[0])
+    if problem is not None:
+        row = problem[1]
         raise ResampleError(
             f"bar at {format_ts(int(ts[row]))} is not on the {from_tf} grid",
             row=row,

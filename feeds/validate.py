@@ -196,3 +196,15 @@ def check_bars(df: pl.DataFrame, timeframe: str) -> BarReport:
         zero_volume=_issue(ts, (df["volume"] == 0).fill_null(False) & ~bad_values),
         off_grid=off_grid,
     )
+
+
+def grid_violation(ts: pl.Series, tf_ns: int, anchor_ns: int) -> tuple[str, int] | None:
+    """The first bar that breaks strict time order ("order") or sits off the timeframe grid
+    anchored at `anchor_ns` ("off_grid"), with its row; None when the series is clean."""
+    bad = (ts.diff() <= 0).fill_null(False).arg_true()
+    if not bad.is_empty():
+        return "order", int(bad[0])
+    off = ((ts - anchor_ns) % tf_ns != 0).arg_true()
+    if not off.is_empty():
+        return "off_grid", int(off[0])
+    return None

@@ -72,6 +72,12 @@ def print_table(result: BacktestResult, out_dir: Path, files: dict[str, Path]) -
         print(f"  {p.name}")
 
 
+def adopt_kernel_log(run_dir: Path, session: str) -> None:
+    """The order-kernel process we started kept the session's log: make it the run's order log."""
+    shutil.move(run_dir / "order-kernel" / "logs" / f"{session}.log", run_dir / "orders.log")
+    shutil.rmtree(run_dir / "order-kernel")
+
+
 def plotted_nodes(graph: SignalGraph, limit: int = 4) -> tuple[str, ...]:
     """Float nodes worth a line on the report (indicators first), in graph order."""
     floats = [
@@ -139,8 +145,7 @@ def run_backtest_cli(
                 kernel=kernel,
             )
         if paper:  # keep the kernel's own log as the run's order log; drop the process scratch
-            shutil.move(tmp / "order-kernel" / "logs" / "bt.log", tmp / "orders.log")
-            shutil.rmtree(tmp / "order-kernel")
+            adopt_kernel_log(tmp, "bt")
         files = write_reports(result, tmp, png=plots, html=plots)
         write_run_file(
             tmp,
@@ -210,8 +215,7 @@ def run_paper_cli(
     if (
         kernel_endpoint is None
     ):  # the kernel we started kept its log: it becomes the run's order log
-        shutil.move(final_dir / "order-kernel" / "logs" / "paper.log", final_dir / "orders.log")
-        shutil.rmtree(final_dir / "order-kernel")
+        adopt_kernel_log(final_dir, "paper")
     print(
         f"paper stopped ({stop.reason}) after {stop.bars} bars; feed gaps {stop.feed_gaps}, "
         f"out-of-order bars {stop.out_of_order}"

@@ -166,6 +166,9 @@ class DagEvaluator:
             clocks[c.node_id] = frozenset({c.node_id}) if isinstance(c.impl, sn.Resample) else own
         self.evaluations = 0  # how many node updates ran (incrementality is observable)
         self._primed = False
+        self._fill_hooks = [
+            h for c in self.compiled if (h := getattr(c.impl, "on_fill", None)) is not None
+        ]
 
     def on_bar(self, bar: sn.BarValues) -> list[str]:
         changed: set[str] = set()
@@ -203,10 +206,8 @@ class DagEvaluator:
 
     def on_fill(self, fill: Mapping[str, Any]) -> None:
         """Nodes with an `on_fill` hook (python nodes) see every fill, in order."""
-        for c in self.compiled:
-            hook = getattr(c.impl, "on_fill", None)
-            if hook is not None:
-                hook(dict(fill))
+        for hook in self._fill_hooks:
+            hook(dict(fill))
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -547,7 +547,8 @@ class StrategyKernel:
 
     def on_event(self, ev: m.Message) -> list[m.Message]:
         """An event from the order kernel; returns follow-up commands (resends, moved exits)."""
-        self.log.append("event", ev.ts_ns, msg=_builtins(ev))
+        data = _builtins(ev)
+        self.log.append("event", ev.ts_ns, msg=data)
         if isinstance(ev, m.ResendRequest):
             return self._resend(ev)
         if isinstance(ev, m.PositionUpdate):
@@ -561,7 +562,7 @@ class StrategyKernel:
             if was_open and self.position == 0 and self.phase is Phase.MANAGING:
                 self._close_trade(ev.ts_ns)
         elif isinstance(ev, m.OrderFilled):
-            self._on_fill(ev)
+            self._on_fill(ev, data)
         elif isinstance(ev, m.OrderCancelled | m.OrderExpired | m.OrderRejected | m.OrderDenied):
             cid = ev.client_order_id
             if cid == self.entry_id:
@@ -575,8 +576,8 @@ class StrategyKernel:
         out, self._pending = self._pending, []
         return out
 
-    def _on_fill(self, ev: m.OrderFilled) -> None:
-        self.dag.on_fill(_builtins(ev))
+    def _on_fill(self, ev: m.OrderFilled, data: dict[str, object]) -> None:
+        self.dag.on_fill(data)
         t = self.trade
         if t is None:
             self._refuse(

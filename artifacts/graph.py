@@ -83,6 +83,10 @@ def _rule_refs(artifact: Artifact) -> list[tuple[str, str, ValueType]]:
     condition("entry.when", artifact.entry.when)
     condition("entry.invalid_if", artifact.entry.invalid_if)
     condition("exit.when", artifact.exit.when)
+    for i, add in enumerate(artifact.entry.scale_in or ()):
+        condition(f"entry.scale_in[{i}].when", add.when)
+    for i, out in enumerate(artifact.exit.scale_out or ()):
+        condition(f"exit.scale_out[{i}].when", out.when)
     if artifact.exit.stop_loss is not None and artifact.exit.stop_loss.level is not None:
         refs.append(("exit.stop_loss.level", artifact.exit.stop_loss.level, "float"))
     return refs
@@ -148,6 +152,28 @@ def check(
 
     g: nx.DiGraph = nx.DiGraph()
     types: dict[str, ValueType] = {c: "float" for c in PRICE_COLUMNS}
+    aux_ratio: dict[str, int] = {}  # `<input>.<column>` -> instrument bars per bar of the input
+    for name, inp in (artifact.data or {}).items():
+        from feeds.errors import FeedError
+
+        try:
+            tf = _timeframe_ns(inp.timeframe)
+        except FeedError as exc:
+            problems.append(Problem(f"data.{name}.timeframe", str(exc), line("data", name)))
+            continue
+        if tf < base_tf or tf % base_tf:
+            problems.append(
+                Problem(
+                    f"data.{name}.timeframe",
+                    f"{inp.timeframe} must be the instrument timeframe {artifact.instrument.timeframe} "
+                    "or a whole multiple of it; resample the data or change the timeframe",
+                    line("data", name, "timeframe"),
+                )
+            )
+            continue
+        for c in PRICE_COLUMNS:
+            types[f"{name}.{c}"] = "float"
+            aux_ratio[f"{name}.{c}"] = tf // base_tf
     for node_id, node in artifact.nodes.items():
         g.add_node(node_id, kind=node.kind)
         types[node_id] = node.output_type()
@@ -266,7 +292,9 @@ def check(
             used_columns.add(ref)
         g.add_edge(ref, dst, field=path, type=types[ref])
     for path, ref, expected in rule_refs:
-        root = path.split(".")
+        root = [
+            int(x) if x.isdigit() else x for x in path.replace("[", ".").replace("]", "").split(".")
+        ]
         if ref not in types:
             problems.append(
                 Problem(path, f"unknown node or column {ref!r}{_suggest(ref, known)}", line(*root))
@@ -301,8 +329,8 @@ def check(
     order = tuple(n for n in nx.lexicographical_topological_sort(g) if n in artifact.nodes)
     # Warm-up in base bars: a node on a coarser clock (downstream of a resample) waits
     # `ratio` base bars per undefined step, and a resample waits for its first complete bucket.
-    depth: dict[str, int] = {c: 0 for c in PRICE_COLUMNS}
-    ratio: dict[str, int] = {c: 1 for c in PRICE_COLUMNS}
+    depth: dict[str, int] = {c: 0 for c in PRICE_COLUMNS} | {c: 0 for c in aux_ratio}
+    ratio: dict[str, int] = {c: 1 for c in PRICE_COLUMNS} | aux_ratio
     for n in order:
         node = artifact.nodes[n]
         preds = list(g.predecessors(n))

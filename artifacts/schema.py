@@ -13,7 +13,14 @@ import re
 from decimal import Decimal
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION: Final[str] = "stratagem/v1"
 
@@ -559,6 +566,23 @@ class OrderTemplate(Strict):
         return self
 
 
+class ScaleIn(Strict):
+    """Add to an open position at market while `when` is true: size_pct of the first entry's filled
+    qty, at most `max_adds` times per trade (one add per bar; the stop covers the added lots)."""
+
+    when: str | Condition
+    size_pct: float = Field(gt=0, le=1000)
+    max_adds: int = Field(default=1, ge=1, le=100)
+
+
+class ScaleOut(Strict):
+    """Close size_pct of the open position at market once per trade when `when` becomes true;
+    the stop and the working take-profit legs are resized to what is left (amended in place)."""
+
+    when: str | Condition
+    size_pct: float = Field(gt=0, lt=100)
+
+
 class Entry(Strict):
     """When to open a position (a bool node or an inline condition), which side, and how."""
 
@@ -568,6 +592,7 @@ class Entry(Strict):
     invalid_if: str | Condition | None = (
         None  # while true: no entry, and a working entry is cancelled
     )
+    scale_in: list[ScaleIn] | None = None  # adds while the position is open (event-driven path)
 
 
 class StopLoss(Strict):
@@ -640,6 +665,7 @@ class Exit(Strict):
     time_exit: Duration | None = None
     break_even: BreakEven | None = None
     trailing: TrailingStop | None = None
+    scale_out: list[ScaleOut] | None = None  # partial exits on conditions (event-driven path)
 
     @model_validator(mode="after")
     def _check(self) -> Exit:
@@ -654,10 +680,39 @@ class Exit(Strict):
 
 
 class Sizing(Strict):
-    """risk_pct: equity % lost if the stop is hit; pct_equity: notional as % equity; fixed: qty in base units."""
+    """risk_pct: equity % lost if the stop is hit; pct_equity: notional as % equity; fixed: qty in base
+    units; vol_target: notional = equity x value % / realised annualised vol over `lookback_bars`."""
 
-    method: Literal["risk_pct", "pct_equity", "fixed"] = "risk_pct"
+    method: Literal["risk_pct", "pct_equity", "fixed", "vol_target"] = "risk_pct"
     value: float = Field(default=0.5, gt=0)
+    lookback_bars: int | None = Field(default=None, ge=2, le=10_000)  # vol_target only
+
+    @model_validator(mode="after")
+    def _lookback(self) -> Sizing:
+        if self.method == "vol_target" and self.lookback_bars is None:
+            raise ValueError(
+                "sizing method vol_target needs lookback_bars (bars of close-to-close returns "
+                "for the realised volatility), e.g. {method: vol_target, value: 20, lookback_bars: 30}"
+            )
+        if self.method != "vol_target" and self.lookback_bars is not None:
+            raise ValueError(
+                f"lookback_bars is only used by sizing method vol_target, not {self.method}: remove it"
+            )
+        return self
+
+
+class PortfolioLimits(Strict):
+    """Cross-strategy limits this strategy asks for when it shares an account with others.
+
+    They can only tighten the account's own limits (the tighter value wins), never loosen them.
+    `max_exposure_pct`: gross notional of every open position and working entry, as % of the
+    account equity; `max_correlation`: refuse an entry whose rolling return correlation with an
+    open position of another strategy (signed by both sides: a hedge is negative) exceeds it.
+    """
+
+    max_exposure_pct: float | None = Field(default=None, gt=0, le=10_000)
+    max_concurrent_positions: int | None = Field(default=None, ge=1)
+    max_correlation: float | None = Field(default=None, gt=-1, le=1)
 
 
 class Risk(Strict):
@@ -669,6 +724,7 @@ class Risk(Strict):
     max_daily_loss_pct: float | None = Field(default=None, gt=0, le=100)
     max_consecutive_losses: int | None = Field(default=None, ge=1)
     cooldown_bars: int = Field(default=0, ge=0)
+    portfolio: PortfolioLimits | None = None  # only used when run with other strategies
 
     def effective_sizing(self) -> Sizing:
         """`sizing` if given, else risk_pct at risk_per_trade_pct (default 0.5 %)."""
@@ -687,8 +743,57 @@ class Backtest(Strict):
     seed: int = 0
 
 
+_SHA256: Final = r"^[0-9a-f]{64}$"
+
+
+def _utc_ns(value: object, field_name: str) -> object:
+    """An ISO-8601 timestamp with a zone (`2026-01-02T03:04:05Z`) as int ns UTC; ints pass through."""
+    if not isinstance(value, str):
+        return value
+    from datetime import UTC, datetime, timedelta
+
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{field_name}: {value!r} is not a timestamp; write int nanoseconds UTC or ISO 8601 "
+            "with a zone, e.g. 2026-01-02T03:04:05Z"
+        ) from None
+    if dt.tzinfo is None:
+        raise ValueError(
+            f"{field_name}: {value!r} has no time zone; add one (e.g. a trailing Z for UTC)"
+        )
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1_000
+
+
+class ProvenanceBacktest(Strict):
+    """The held-out backtest a compile was checked on: its window (bar open times, ns UTC) and result."""
+
+    window_from_ns: int | None = None  # first bar of the window
+    window_to_ns: int | None = None  # last bar of the window
+    bars: int | None = Field(default=None, ge=0)
+    trades: int | None = Field(default=None, ge=0)
+    total_return_pct: float | None = Field(default=None, allow_inf_nan=False)
+    sharpe: float | None = Field(default=None, allow_inf_nan=False)  # None when undefined
+    max_drawdown_pct: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class ProvenanceGate(Strict):
+    """One review gate's outcome (schema, backtest, paper, approval) for a promoted revision."""
+
+    name: str = Field(min_length=1)
+    status: Literal["passed", "failed", "pending", "skipped"]
+    detail: str = ""
+
+
 class Provenance(Strict):
-    """How the artifact was made. Not part of the content hash: it describes, it does not act."""
+    """How the artifact was made. Not part of the content hash: it describes, it does not act.
+
+    `base_url_class` says which kind of model endpoint wrote it (`openai`: api.openai.com,
+    `local`: loopback/private address, `proxy`: any other host, e.g. a LiteLLM proxy, `none`: a
+    deterministic compile with no model). `trace_sha` is the sha256 of the committed tool-trace
+    file; `backtest` the held-out check; `gates` the review gates a promoted revision passed.
+    """
 
     compiler: str = "hand-written"
     model: str | None = None
@@ -697,6 +802,52 @@ class Provenance(Strict):
     parent: str | None = None
     created: str | None = None
     notes: str | None = None
+    base_url_class: Literal["openai", "local", "proxy", "none"] | None = None
+    trace_sha: str | None = Field(default=None, pattern=_SHA256)
+    conversation_turn: int | None = Field(default=None, ge=0)
+    backtest: ProvenanceBacktest | None = None
+    gates: list[ProvenanceGate] = Field(default_factory=list)
+
+
+class OneShot(Strict):
+    """A one-shot artifact (a trade proposal): at most `max_entries` entries, none from `expires_at` on.
+
+    Times are int nanoseconds UTC (ISO 8601 with a zone is accepted on input and stored as ns).
+    Contract for the strategy kernel: no entry decided at (bar close) or after `expires_at`, a
+    working entry order is cancelled then; a position already open is managed by its exits.
+    """
+
+    created_at: int = Field(ge=0)
+    expires_at: int = Field(ge=0)
+    max_entries: int = Field(default=1, ge=1)
+
+    @field_validator("created_at", "expires_at", mode="before")
+    @classmethod
+    def _timestamp(cls, value: object, info: ValidationInfo) -> object:
+        return _utc_ns(value, str(info.field_name))
+
+    @model_validator(mode="after")
+    def _expiry_after_creation(self) -> OneShot:
+        if self.expires_at <= self.created_at:
+            raise ValueError(
+                f"one_shot.expires_at ({self.expires_at}) must be after created_at "
+                f"({self.created_at}): a one-shot artifact cannot expire before it exists"
+            )
+        return self
+
+
+class DataInput(Strict):
+    """Another symbol's bars as DAG inputs: nodes read `<name>.close` etc.; orders stay on `instrument`.
+
+    A bar of the input is visible from the decision (close) of the first instrument bar whose
+    close is at or after the input bar's close. `timeframe` must be a whole multiple of the
+    instrument's. `on_missing`: `hold` keeps the last visible bar (nodes on its clock do not
+    step; each missing bar is logged), `error` stops the run naming the missing bar.
+    """
+
+    symbol: str = Field(min_length=1)
+    timeframe: str = Field(pattern=r"^\d+(s|m|h|d|w)$")
+    on_missing: Literal["hold", "error"] = "hold"
 
 
 class Artifact(Strict):
@@ -712,9 +863,31 @@ class Artifact(Strict):
     exit: Exit = Field(default_factory=Exit)
     risk: Risk = Field(default_factory=Risk)
     backtest: Backtest = Field(default_factory=Backtest)
+    one_shot: OneShot | None = None
+    data: dict[str, DataInput] | None = None  # extra symbols the nodes read (multi-symbol)
     provenance: Provenance = Field(default_factory=Provenance)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("data")
+    @classmethod
+    def _data_names(cls, data: dict[str, DataInput] | None) -> dict[str, DataInput] | None:
+        for name in data or {}:
+            if not NODE_ID_RE.match(name) or name in PRICE_COLUMNS:
+                raise ValueError(
+                    f"data input name {name!r} must be lower_snake_case and not a price column "
+                    "(nodes read it as <name>.close): rename it, e.g. eth"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _data_not_nodes(self) -> Artifact:
+        clash = sorted(set(self.data or {}) & set(self.nodes))
+        if clash:
+            raise ValueError(
+                f"data input(s) {', '.join(clash)} have the same name as a node: rename one of them"
+            )
+        return self
 
     @field_validator("nodes")
     @classmethod

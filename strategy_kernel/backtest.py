@@ -10,7 +10,7 @@ Per bar, in this order (the order is what makes it point-in-time):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from strategy_kernel.engine import StrategyKernel, Trade
 from strategy_kernel.errors import BacktestError
 from strategy_kernel.log import StrategyLog
 from strategy_kernel.metrics import Metrics, TradeStats, compute
+from strategy_kernel.multidata import DataFeed
 from strategy_kernel.transport import KernelPort
 
 
@@ -138,18 +139,21 @@ def run_backtest(
     swaps: Sequence[tuple[int, Artifact]] = (),
     items: Sequence[UnstructuredItem] = (),
     kernel: KernelPort | None = None,
+    data_bars: Mapping[str, pl.DataFrame] | None = None,
 ) -> BacktestResult:
     """Run the artifact over `bars` (BAR_SCHEMA). Writes logs into out_dir when given.
 
     `base_dir` resolves python nodes' files (the artifact's directory). `swaps` hot-swaps a new
     artifact version in after the given bar index closes (re-parameterisation without teardown).
     `kernel` replaces the in-process order kernel, e.g. a `RemoteKernel` in its own process over
-    ZeroMQ (paper mode); that kernel keeps its own order log.
+    ZeroMQ (paper mode); that kernel keeps its own order log. `data_bars` maps the symbols of
+    the artifact's `data:` inputs to their bars (see `strategy_kernel.multidata`).
     """
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
     inst = instrument_spec(artifact)
     data_gaps = check_data(artifact, bars)
+    feed = DataFeed(artifact, data_bars or {}, tf_ns) if artifact.data else None
     sk = StrategyKernel(
         artifact, graph, session_id=session_id, timeframe_ns=tf_ns, base_dir=base_dir
     )
@@ -179,7 +183,9 @@ def run_backtest(
     if data_gaps is not None:  # explicit and logged: bars are processed as they come, no filling
         slog.append("data_gaps", int(bars["ts_ns"][0]), **data_gaps)
     try:
-        result = _simulate(sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes, dict(swaps))
+        result = _simulate(
+            sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes, dict(swaps), feed
+        )
         result.data_gaps = data_gaps
         return result
     finally:
@@ -309,6 +315,7 @@ def _simulate(
     progress: Callable[[int], None] | None,
     record_nodes: tuple[str, ...],
     swaps: dict[int, Artifact],
+    feed: DataFeed | None = None,
 ) -> BacktestResult:
     loop = BarLoop(sk, ok, artifact, inst, tf_ns, record_nodes, swaps)
     ts = bars["ts_ns"].to_numpy()
@@ -326,6 +333,9 @@ def _simulate(
         strict=True,
     )
     for i, row in enumerate(rows):
+        if feed is not None:  # other symbols' bars closed by this bar's close, first
+            for name, aux, at in feed.due(row[0]):
+                sk.on_data(name, aux, at)
         loop.step(BarValues(*row), tuple(ticks[i]), lots[i])
         if progress is not None:
             progress(i)

@@ -159,6 +159,12 @@ class DagEvaluator:
         self.compiled = [_build(n, artifact, graph, base) for n in graph.order]
         self.values: dict[str, sn.Value] = {c: math.nan for c in PRICE_COLUMNS}
         clocks: dict[str, frozenset[str]] = {c: BASE_CLOCK for c in PRICE_COLUMNS}
+        for name in artifact.data or {}:  # another symbol: its columns tick on a clock of its own
+            for col in PRICE_COLUMNS:
+                self.values[f"{name}.{col}"] = math.nan
+                clocks[f"{name}.{col}"] = frozenset({f"data:{name}"})
+        self._aux_ticked: set[str] = set()
+        self._aux_changed: set[str] = set()
         for c in self.compiled:
             self.values[c.node_id] = math.nan if graph.types[c.node_id] == "float" else False
             own = frozenset().union(*(clocks[i] for i in c.inputs)) if c.inputs else BASE_CLOCK
@@ -177,6 +183,10 @@ class DagEvaluator:
                 changed.add(col)
             self.values[col] = value
         ticked = set(BASE_CLOCK)
+        if self._aux_ticked:  # other symbols' bars that became visible since the last bar
+            ticked |= self._aux_ticked
+            changed |= self._aux_changed
+            self._aux_ticked, self._aux_changed = set(), set()
         out: list[str] = []
         first = not self._primed  # on the first bar every node runs once: `not false` is true
         self._primed = True
@@ -196,6 +206,15 @@ class DagEvaluator:
                 changed.add(c.node_id)
                 out.append(c.node_id)
         return out
+
+    def on_aux(self, name: str, bar: sn.BarValues) -> None:
+        """A bar of data input `name` became visible: its columns update on the next `on_bar`."""
+        for col, value in zip(PRICE_COLUMNS, bar[1:], strict=True):
+            key = f"{name}.{col}"
+            if not _same(self.values[key], value):
+                self._aux_changed.add(key)
+            self.values[key] = value
+        self._aux_ticked.add(f"data:{name}")
 
     def on_items(self, items: Sequence[UnstructuredItem]) -> None:
         """News/posts for sentiment nodes; each node keeps only what it may see at each close."""
@@ -231,6 +250,9 @@ def unchanged_nodes(old: Artifact, new: Artifact) -> set[str]:
     def same(node_id: str) -> bool:
         if node_id in PRICE_COLUMNS:
             return True
+        if "." in node_id:  # another symbol's column: unchanged while its input is
+            name = node_id.split(".", 1)[0]
+            return (old.data or {}).get(name) == (new.data or {}).get(name)
         if node_id not in memo:
             memo[node_id] = False  # cycles are impossible in checked graphs; guard anyway
             node = new.nodes[node_id]

@@ -9,10 +9,13 @@ timestamp, so the order kernel can fill them on the next bar at the earliest (no
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
 from artifacts.graph import SignalGraph
 from artifacts.schema import Artifact, Condition
@@ -22,8 +25,9 @@ from order_kernel import messages as m
 from order_kernel.spec import OrderType, Side, TimeInForce
 from strategy_kernel.errors import StrategyError
 from strategy_kernel.log import StrategyLog
-from strategy_kernel.risk import EntryPlan, RiskState, place_targets, plan_entry
+from strategy_kernel.risk import EntryPlan, RiskState, place_targets, plan_entry, sizing_warmup
 from strategy_kernel.state import Phase, Trigger, next_phase
+from strategy_kernel.volatility import periods_per_year, realized_vol
 
 NS_PER_DAY = 86_400_000_000_000
 
@@ -72,6 +76,10 @@ class ReparamError(StrategyError):
     """A hot-swap asks for a change that cannot be made in place."""
 
 
+#: Consulted before an entry is sent (e.g. a shared-account `Portfolio`): 'rule: detail' refuses it.
+EntryGate = Callable[["StrategyKernel", EntryPlan, int, int], str | None]
+
+
 class StrategyKernel:
     """Runs one artifact for one session. `bar_index` counts bars seen (the strategy's clock)."""
 
@@ -100,8 +108,13 @@ class StrategyKernel:
         self.size_inc = artifact.instrument.size_increment
         self.unit_value = float(self.price_inc * self.size_inc)
         self.atr = _atr_stream(artifact)
+        # recent closes for vol_target sizing (empty otherwise: nothing to do per bar)
+        self._vol_lookback = sizing_warmup(artifact)
+        self._closes: deque[float] = deque(maxlen=self._vol_lookback + 1)
         # bars with an undefined value before the first decision: DAG and stop ATR run side by side
-        self.warmup = max(graph.warmup, self.atr.warmup if self.atr is not None else 0)
+        self.warmup = max(
+            graph.warmup, self.atr.warmup if self.atr is not None else 0, self._vol_lookback
+        )
         self.phase = Phase.IDLE
         self.seq = 0
         self.bar_index = -1
@@ -126,6 +139,19 @@ class StrategyKernel:
         self._bracket_sent: tuple[int | None, tuple[int, ...]] = (None, ())
         self.warm_until_bar = 0  # after a hot-swap, entries wait for new nodes to warm up
         self._pending: list[m.Message] = []  # commands decided while handling an event
+        self.entry_gate: EntryGate | None = None  # e.g. a shared-account Portfolio
+        # scale-in / scale-out bookkeeping (per trade)
+        self._plan_legs: tuple[int, ...] = ()  # planned lots of each take-profit leg
+        self._legs: list[int] = []  # lots still working per bracket take-profit leg
+        self._legs_filled: list[int] = []
+        self._sl_qty = 0  # lots the working stop is sized for
+        self._first_fill = 0  # filled lots of the first entry: adds are sized on it
+        self._adds: list[int] = []
+        self._outs: list[bool] = []
+        self._scale_id: str | None = None  # the working add/out order
+        self.pending_add = 0  # lots of a working scale-in add (reserved exposure)
+        self.entries_filled = 0  # trades opened (one_shot.max_entries counts them)
+        self._scale_n = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -202,6 +228,8 @@ class StrategyKernel:
             self.log.append("nodes", ts, values={n: self.dag.values[n] for n in changed})
         if self.atr is not None:
             self._atr_value = self.atr.update(bar.open, bar.high, bar.low, bar.close, bar.volume)[0]
+        if self._vol_lookback:
+            self._closes.append(bar.close)
         self.risk.on_bar(ts, self.equity())
         out: list[m.Message] = []
         if self.phase is Phase.EXITED:
@@ -221,6 +249,15 @@ class StrategyKernel:
                 self._refuse(ts, "entry.invalid_if", "the setup is invalid: entry skipped")
             else:
                 out.extend(self._enter(ts, bar))
+        elif (
+            self.phase is Phase.ENTERED
+            and self.entry_id
+            and self.artifact.one_shot is not None
+            and ts >= self.artifact.one_shot.expires_at
+        ):
+            self.log.append("decision", ts, action="cancel_entry", why="one_shot.expires_at")
+            out.append(self._cancel(ts, self.entry_id))
+            self.entry_deadline_bar = None
         elif self.phase is Phase.ENTERED and invalid and self.entry_id:
             self.log.append("decision", ts, action="cancel_entry", why="entry.invalid_if is true")
             out.append(self._cancel(ts, self.entry_id))
@@ -245,7 +282,27 @@ class StrategyKernel:
                 why = "time"
             if why is not None:
                 out.extend(self._exit(ts, why))
+            elif self.artifact.entry.scale_in or self.artifact.exit.scale_out:
+                out.extend(self._scale(ts, bar))
         return out
+
+    def on_data(self, name: str, bar: BarValues | None, ts_ns: int) -> None:
+        """A bar of data input `name` became visible at decision `ts_ns` (None: it is missing,
+        its values are held); call before `on_bar` of the instrument bar it belongs to."""
+        if bar is None:
+            self.log.append("data_missing", ts_ns, input=name, rule="hold")
+            return
+        self.log.append(
+            "data_bar",
+            bar.ts_ns,
+            input=name,
+            o=bar.open,
+            h=bar.high,
+            l=bar.low,
+            c=bar.close,
+            v=bar.volume,
+        )
+        self.dag.on_aux(name, bar)
 
     def _cancel(self, ts: int, client_order_id: str) -> m.Message:
         return self._send(
@@ -295,6 +352,13 @@ class StrategyKernel:
         self.log.append("decision", ts, action="move_stop", old=t.stop_price, new=new_stop)
         return self._amend_exits(ts, new_stop, list(t.targets))
 
+    def realized_vol(self) -> float:
+        """Realised annualised volatility of the closes in the vol_target window (NaN if short)."""
+        if not self._vol_lookback or len(self._closes) <= self._vol_lookback:
+            return math.nan
+        window = np.fromiter(self._closes, dtype=np.float64, count=len(self._closes))
+        return float(realized_vol(window, periods_per_year(self.timeframe_ns)))
+
     def _plan(self, ts: int, ref: int) -> EntryPlan | str:
         """Size and place stop/targets around `ref` with the current artifact's rules."""
         a = self.artifact
@@ -310,6 +374,7 @@ class StrategyKernel:
             equity=self.equity(),
             risk=self.risk,
             ts_ns=ts,
+            vol=self.realized_vol(),
         )
 
     def _entry_price(self, bar: BarValues) -> int:
@@ -321,12 +386,31 @@ class StrategyKernel:
         a = self.artifact
         side = a.entry.side
         tmpl = a.entry.order
+        shot = a.one_shot  # a trade proposal: an expiry and a number of entries
+        if shot is not None and ts >= shot.expires_at:
+            self._refuse(
+                ts, "one_shot.expires_at", f"the one-shot expired at ts {shot.expires_at}: no entry"
+            )
+            return []
+        if shot is not None and self.entries_filled >= shot.max_entries:
+            self._refuse(
+                ts,
+                "one_shot.max_entries",
+                f"{self.entries_filled} of {shot.max_entries} one-shot entries already taken",
+            )
+            return []
         ref = self._entry_price(bar)
         plan = self._plan(ts, ref)
         if isinstance(plan, str):
             rule, _, detail = plan.partition(": ")
             self._refuse(ts, rule, detail)
             return []
+        if self.entry_gate is not None:
+            gate = self.entry_gate(self, plan, ref, ts)
+            if gate is not None:
+                rule, _, detail = gate.partition(": ")
+                self._refuse(ts, rule, detail)
+                return []
         self._trade_counter += 1
         cid = f"{a.name}-{self._trade_counter}"
         order_type = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP}[
@@ -358,6 +442,10 @@ class StrategyKernel:
         )
         self.entry_id = cid
         self._entry_ref = ref
+        self._plan_legs = tuple(q for _, q in plan.targets)
+        self._scale_n = 0
+        self._adds = [0] * len(a.entry.scale_in or ())
+        self._outs = [False] * len(a.exit.scale_out or ())
         self._bracket_sent = (plan.stop_ticks, tuple(p for p, _ in plan.targets))
         self.entry_deadline_bar = (
             self.bar_index + tmpl.timeout.bars(self.timeframe_ns)
@@ -376,6 +464,9 @@ class StrategyKernel:
             initial_stop=plan.stop_ticks or 0,
             entry_bar=self.bar_index,
         )
+        sizing: dict[str, object] = {}
+        if self._vol_lookback:  # vol_target: the volatility the size was derived from
+            sizing["vol"] = self.realized_vol()
         self.log.append(
             "decision",
             ts,
@@ -386,6 +477,7 @@ class StrategyKernel:
             stop=plan.stop_ticks,
             targets=[list(t) for t in plan.targets],
             why="entry.when is true",
+            **sizing,
         )
         self._transition(Trigger.ENTRY_SENT, ts, cid)
         return [self._send(cmd)]
@@ -400,9 +492,14 @@ class StrategyKernel:
         from strategy_kernel.dag import DagEvaluator, unchanged_nodes
 
         old = self.artifact
-        if artifact.instrument != old.instrument or artifact.entry.side != old.entry.side:
+        if (
+            artifact.instrument != old.instrument
+            or artifact.entry.side != old.entry.side
+            or artifact.data != old.data
+        ):
             raise ReparamError(
-                "a hot-swap keeps the instrument and the entry side; start a new run to change them"
+                "a hot-swap keeps the instrument, the data inputs and the entry side; start a new "
+                "run to change them"
             )
         carried = unchanged_nodes(old, artifact)
         snapshot = self.dag.snapshot()
@@ -421,7 +518,17 @@ class StrategyKernel:
             self.atr = make_stream("ATR", {"period": new_atr}) if new_atr else None
             self._atr_value = math.nan
             cold.append("stop ATR")
-        self.warmup = max(graph.warmup, self.atr.warmup if self.atr is not None else 0)
+        # scale rules of the new version apply to the open trade; added rules start unused
+        n_in, n_out = len(artifact.entry.scale_in or ()), len(artifact.exit.scale_out or ())
+        self._adds = (self._adds + [0] * n_in)[:n_in]
+        self._outs = (self._outs + [False] * n_out)[:n_out]
+        self._vol_lookback = sizing_warmup(artifact)
+        self._closes = deque(self._closes, maxlen=self._vol_lookback + 1)
+        if self._vol_lookback and len(self._closes) <= self._vol_lookback:
+            cold.append("vol_target window")  # the old version kept fewer closes
+        self.warmup = max(
+            graph.warmup, self.atr.warmup if self.atr is not None else 0, self._vol_lookback
+        )
         if cold:
             self.warm_until_bar = self.bar_index + 1 + self.warmup
         cmds: list[m.Message] = []
@@ -568,9 +675,18 @@ class StrategyKernel:
             if cid == self.entry_id:
                 self.entry_id = None
                 self.entry_deadline_bar = None
+                if self.trade is not None and self.trade.entry_qty:
+                    self._bracket_placed(self.trade)  # a part-filled entry places its bracket
                 if self.phase is Phase.ENTERED:
                     self.trade = None
                     self._transition(Trigger.ENTRY_ENDED, ev.ts_ns, f"{type(ev).__name__}")
+            elif cid == self._scale_id:
+                self._scale_id = None
+                self.pending_add = 0
+                t = self.trade
+                if t is not None and t.stop_price is not None and self.position:
+                    # an add that did not fill: the stop goes back to the open position
+                    self._pending.extend(self._resize_exits(ev.ts_ns, 0, abs(self.position)))
             if isinstance(ev, m.OrderDenied | m.OrderRejected):
                 self._refuse(ev.ts_ns, f"order_kernel.{ev.reason.name}", ev.detail)
         out, self._pending = self._pending, []
@@ -589,11 +705,13 @@ class StrategyKernel:
             if t.entry_qty == 0:
                 t.entry_ts_ns = ev.ts_ns
                 t.entry_bar = self.bar_index + 1  # the fill happens inside the next bar
+                self.entries_filled += 1
             t.entry_qty += ev.qty
             t.entry_cost += ev.qty * ev.price
             if not ev.partial:
                 self.entry_id = None
                 self.entry_deadline_bar = None
+                self._bracket_placed(t)
                 sent_stop, sent_targets = self._bracket_sent
                 if (t.stop_price, tuple(t.targets)) != (sent_stop, sent_targets):
                     # the plan changed (hot-swap) after the bracket was sent: move the children
@@ -601,7 +719,17 @@ class StrategyKernel:
                     t.stop_price, t.targets = sent_stop, list(sent_targets)
                     self._pending.extend(self._amend_exits(ev.ts_ns, planned[0], planned[1]))
             self._transition(Trigger.ENTRY_FILLED, ev.ts_ns, ev.client_order_id)
+        elif ev.client_order_id.startswith(f"{t.trade_id}.add"):
+            open_before = t.entry_qty - t.exit_qty
+            t.entry_qty += ev.qty
+            t.entry_cost += ev.qty * ev.price
+            self.pending_add = max(self.pending_add - ev.qty, 0)
+            if not ev.partial:
+                self._scale_id = None
+                self.pending_add = 0
+            self._pending.extend(self._resize_exits(ev.ts_ns, open_before, open_before + ev.qty))
         else:
+            open_before = t.entry_qty - t.exit_qty
             t.exit_ts_ns = ev.ts_ns
             t.exit_bar = self.bar_index + 1
             t.exit_qty += ev.qty
@@ -609,6 +737,24 @@ class StrategyKernel:
             role = ev.client_order_id.rsplit(".", 1)[-1] if "." in ev.client_order_id else "exit"
             if role not in t.exit_reason.split("+"):
                 t.exit_reason = f"{t.exit_reason}+{role}" if t.exit_reason else role
+            if self._legs and role.startswith("tp") and role[2:].isdigit():
+                k = int(role[2:]) - 1
+                if k < len(self._legs):
+                    self._legs[k] -= ev.qty
+                    self._legs_filled[k] += ev.qty
+                left = open_before - ev.qty
+                if left > 0 and (self.artifact.entry.scale_in or self.artifact.exit.scale_out):
+                    # with scaling the stop always equals the position (without it, as before,
+                    # the kernel's reduce-only clamp trims the stop instead)
+                    self._pending.extend(self._resize_exits(ev.ts_ns, 0, left))
+            elif role == "sl":
+                self._sl_qty -= ev.qty
+            if ev.client_order_id.startswith(f"{t.trade_id}.out"):
+                if not ev.partial:
+                    self._scale_id = None
+                left = open_before - ev.qty
+                if left > 0:
+                    self._pending.extend(self._resize_exits(ev.ts_ns, open_before, left))
 
     def _close_trade(self, ts_ns: int) -> None:
         t = self.trade
@@ -628,7 +774,146 @@ class StrategyKernel:
         self.trade = None
         self.exit_sent = False
         self.entry_id = None
+        self._scale_id = None
+        self.pending_add = 0
+        self._legs = []
         self._transition(Trigger.FLAT, ts_ns, "position is flat")
+
+    # ------------------------------------------------------------------ scale-in / scale-out
+
+    def _bracket_placed(self, t: Trade) -> None:
+        """Mirror the order kernel's bracket children: stop for the fill, legs cut to it."""
+        self._first_fill = t.entry_qty
+        self._sl_qty = t.entry_qty if t.stop_price is not None else 0
+        left = t.entry_qty
+        self._legs = []
+        for q in self._plan_legs:
+            q = min(q, left)
+            if q <= 0:
+                break
+            left -= q
+            self._legs.append(q)
+        self._legs_filled = [0] * len(self._legs)
+
+    def _resize_exits(self, ts_ns: int, before: int, after: int) -> list[m.Message]:
+        """After the position changed from `before` to `after` lots, amend the stop to cover
+        `after` and each working take-profit leg to keep its share (a leg cut to 0 is cancelled)."""
+        t = self.trade
+        if t is None:
+            return []
+        cmds: list[m.Message] = []
+        if t.stop_price is not None and after > 0 and after != self._sl_qty:
+            self.log.append("decision", ts_ns, action="resize_stop", old=self._sl_qty, new=after)
+            cmds.append(self._amend(ts_ns, f"{t.trade_id}.sl", qty=after))
+            self._sl_qty = after
+        if before > 0:
+            for k, q in enumerate(self._legs):
+                if q <= 0:
+                    continue
+                new = q * after // before
+                if new == q:
+                    continue
+                cid = f"{t.trade_id}.tp{k + 1}"
+                self.log.append(
+                    "decision", ts_ns, action="resize_target", leg=k + 1, old=q, new=new
+                )
+                if new > 0:
+                    cmds.append(self._amend(ts_ns, cid, qty=self._legs_filled[k] + new))
+                else:
+                    cmds.append(self._cancel(ts_ns, cid))
+                self._legs[k] = new
+        return cmds
+
+    def _scale(self, ts: int, bar: BarValues) -> list[m.Message]:
+        """Scale-out rules first (each once per trade), then scale-in rules (max_adds each)."""
+        t = self.trade
+        if (
+            t is None
+            or self.entry_id is not None
+            or self._scale_id is not None
+            or not self.position
+        ):
+            return []
+        a = self.artifact
+        held = abs(self.position)
+        sign = 1 if t.side == "long" else -1
+        for k, out in enumerate(a.exit.scale_out or ()):
+            if k >= len(self._outs) or self._outs[k] or not self._cond(out.when):
+                continue
+            self._outs[k] = True
+            lots = math.floor(held * out.size_pct / 100)
+            if lots <= 0:
+                self._refuse(
+                    ts,
+                    f"exit.scale_out[{k}]",
+                    f"{out.size_pct:g}% of {held} lots rounds to zero lots; nothing closed",
+                )
+                continue
+            return self._scale_order(ts, "out", lots, -sign, k)
+        for k, rule in enumerate(a.entry.scale_in or ()):
+            if k >= len(self._adds) or self._adds[k] >= rule.max_adds or not self._cond(rule.when):
+                continue
+            self._adds[k] += 1
+            lots = math.floor(self._first_fill * rule.size_pct / 100)
+            close = self._ticks(bar.close)
+            lot = float(self.size_inc)
+            cap = math.floor(
+                self.equity()
+                * a.risk.max_position_pct
+                / 100
+                / (close * float(self.price_inc))
+                / lot
+                + 1e-9
+            )
+            if held + lots > cap:
+                lots = cap - held
+            if lots <= 0:
+                self._refuse(
+                    ts,
+                    "risk.max_position_pct" if cap <= held else f"entry.scale_in[{k}]",
+                    f"add {self._adds[k]} of rule {k}: no room for more lots "
+                    f"(holding {held}, cap {cap} at {a.risk.max_position_pct}% of equity)",
+                )
+                continue
+            if self.entry_gate is not None:
+                gate = self.entry_gate(self, EntryPlan(lots, t.stop_price, (), 0), close, ts)
+                if gate is not None:
+                    rule_name, _, detail = gate.partition(": ")
+                    self._refuse(ts, rule_name, detail)
+                    continue
+            cmds = self._scale_order(ts, "add", lots, sign, k)
+            if t.stop_price is not None:  # cover the add before it can fill (reduce-only clamps)
+                cmds.extend(self._resize_exits(ts, 0, held + lots))
+            return cmds
+        return []
+
+    def _scale_order(self, ts: int, kind: str, lots: int, sign: int, rule: int) -> list[m.Message]:
+        t = self.trade
+        assert t is not None
+        self._scale_n += 1
+        cid = f"{t.trade_id}.{kind}{self._scale_n}"
+        field = "entry.scale_in" if kind == "add" else "exit.scale_out"
+        self.log.append(
+            "decision", ts, action=f"scale_{kind}", lots=lots, why=f"{field}[{rule}].when is true"
+        )
+        self._scale_id = cid
+        self.pending_add = lots if kind == "add" else 0
+        return [
+            self._send(
+                m.SubmitOrder(
+                    session_id=self.session_id,
+                    seq=self._next_seq(),
+                    ts_ns=ts,
+                    client_order_id=cid,
+                    symbol=self.artifact.instrument.symbol,
+                    side=Side.BUY if sign > 0 else Side.SELL,
+                    order_type=OrderType.MARKET,
+                    qty=lots,
+                    reduce_only=kind == "out",
+                    tag=kind,
+                )
+            )
+        ]
 
 
 def _atr_period(artifact: Artifact) -> int | None:

@@ -34,6 +34,8 @@ from strategy_kernel.engine import Trade
 from strategy_kernel.errors import BacktestError
 from strategy_kernel.fastpath_dag import FastPathUnsupported, compare_arrays, evaluate
 from strategy_kernel.metrics import Metrics, compute
+from strategy_kernel.risk import sizing_warmup
+from strategy_kernel.volatility import periods_per_year, rolling_realized_vol
 
 __all__ = ["FastPathUnsupported", "FastResult", "bracket_same_bar", "fast_backtest"]
 
@@ -529,6 +531,7 @@ def _equity(st: I64, close: int, pf: F64) -> float:  # pragma: no cover - compil
 def _plan(
     ref: int,
     atr: float,
+    vol: float,
     level: float,
     equity: float,
     ts_dec: int,
@@ -589,6 +592,10 @@ def _plan(
         qty = equity * pf[Q_SIZING] / 100 / (abs(ref - stop) * tick)
     elif method == 1:
         qty = equity * pf[Q_SIZING] / 100 / price
+    elif method == 3:  # vol_target
+        if not (math.isfinite(vol) and vol > 0):
+            return False
+        qty = equity * pf[Q_SIZING] / 100 / vol / price
     else:
         qty = pf[Q_SIZING]
     cap = equity * pf[Q_MAX_POS] / 100 / price
@@ -640,6 +647,7 @@ def _run(
     exit_when: npt.NDArray[np.bool_],
     level: F64,
     atr: F64,
+    vol: F64,
     pi: I64,
     pf: F64,
     tp_is_r: npt.NDArray[np.bool_],
@@ -794,6 +802,7 @@ def _run(
                     if _plan(
                         ref,
                         atr[i],
+                        vol[i],
                         level[i],
                         eq,
                         ts_dec,
@@ -1037,7 +1046,7 @@ def _params(artifact: Artifact, graph: SignalGraph, tf_ns: int, atr_warmup: int)
     pi[P_TIF] = {"GTC": TIF_GTC, "IOC": TIF_IOC, "FOK": TIF_FOK, "GTD": TIF_GTD}[tmpl.tif]
     pi[P_TIMEOUT] = tmpl.timeout.bars(tf_ns) if tmpl.timeout else 0
     pi[P_TF] = tf_ns
-    pi[P_WARMUP] = max(graph.warmup, atr_warmup)
+    pi[P_WARMUP] = max(graph.warmup, atr_warmup, sizing_warmup(a))
     sl = a.exit.stop_loss
     if sl is not None:
         if sl.atr_mult is not None:
@@ -1050,7 +1059,7 @@ def _params(artifact: Artifact, graph: SignalGraph, tf_ns: int, atr_warmup: int)
             pi[P_SL_KIND] = 4
     pi[P_NTP] = len(a.exit.take_profit)
     sizing = a.risk.effective_sizing()
-    pi[P_SIZING] = {"risk_pct": 0, "pct_equity": 1, "fixed": 2}[sizing.method]
+    pi[P_SIZING] = {"risk_pct": 0, "pct_equity": 1, "fixed": 2, "vol_target": 3}[sizing.method]
     pf[Q_SIZING] = sizing.value
     pf[Q_MAX_POS] = a.risk.max_position_pct
     pf[Q_DAILY] = a.risk.max_daily_loss_pct if a.risk.max_daily_loss_pct is not None else math.nan
@@ -1097,11 +1106,24 @@ def fast_backtest(
     Raises FastPathUnsupported (naming the node or field) when the artifact needs the
     event-driven loop, and BacktestError for data that cannot run (as `run_backtest` does).
     """
+    if artifact.data:
+        raise FastPathUnsupported(
+            f"data inputs ({', '.join(sorted(artifact.data))}: other symbols' bars) run on the "
+            "event-driven path only: use run_backtest with data_bars"
+        )
+    if artifact.one_shot is not None:
+        raise FastPathUnsupported(
+            "one_shot (expiry, max_entries) runs on the event-driven path only: use run_backtest"
+        )
+    if artifact.entry.scale_in or artifact.exit.scale_out:
+        raise FastPathUnsupported(
+            "entry.scale_in / exit.scale_out run on the event-driven path only: use run_backtest"
+        )
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
     period = _atr_period(artifact)
     atr_warmup = make_stream("ATR", {"period": period}).warmup if period else 0
-    warmup = max(graph.warmup, atr_warmup)
+    warmup = max(graph.warmup, atr_warmup, sizing_warmup(artifact))
     if n < warmup + 1:
         raise BacktestError(
             f"{n} bars is not enough: the strategy needs {warmup} warm-up bars plus at least one to trade; "
@@ -1155,6 +1177,12 @@ def fast_backtest(
         atr_arr = np.asarray(next(iter(atr.values())), dtype=np.float64)
     else:
         atr_arr = np.full(n, math.nan)
+    lookback = sizing_warmup(a)
+    vol_arr = (
+        rolling_realized_vol(cols["close"], lookback, periods_per_year(tf_ns))
+        if lookback
+        else np.full(n, math.nan)
+    )
     pi, pf = _params(a, graph, tf_ns, atr_warmup)
     tps = a.exit.take_profit
     total = sum(tp.size_pct for tp in tps)
@@ -1175,6 +1203,7 @@ def fast_backtest(
         exit_when,
         level,
         atr_arr,
+        vol_arr,
         pi,
         pf,
         tp_is_r,

@@ -20,6 +20,7 @@ from feeds.schema import timeframe_to_ns
 from indicators.nodes import BarValues
 from strategy_kernel.backtest import BacktestResult, BarLoop, instrument_spec, log_run_header
 from strategy_kernel.engine import StrategyKernel
+from strategy_kernel.errors import BacktestError
 from strategy_kernel.log import StrategyLog
 from strategy_kernel.transport import KernelPort
 
@@ -46,6 +47,11 @@ def run_paper(
     on_bar: Callable[[int], None] | None = None,
 ) -> tuple[BacktestResult | None, PaperStop]:
     """Run until the feed ends; returns the run's result (None if no bar came) and why it stopped."""
+    if artifact.data:
+        raise BacktestError(
+            f"paper mode does not subscribe to the data inputs ({', '.join(sorted(artifact.data))}) "
+            "yet: backtest this artifact (run_backtest with data_bars) instead"
+        )
     inst = artifact.instrument
     tf_ns = timeframe_to_ns(inst.timeframe)
     topic = bar_topic(inst.symbol, inst.timeframe)

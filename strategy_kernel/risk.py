@@ -52,6 +52,12 @@ class EntryPlan:
     risk_units: int  # planned loss at the stop, notional units
 
 
+def sizing_warmup(artifact: Artifact) -> int:
+    """Bars of history the sizing needs before the first entry (vol_target: its lookback)."""
+    sizing = artifact.risk.effective_sizing()
+    return (sizing.lookback_bars or 0) if sizing.method == "vol_target" else 0
+
+
 def check_gates(artifact: Artifact, risk: RiskState, ts_ns: int) -> str | None:
     """The first rule that blocks a new entry now, as 'rule: detail', or None."""
     r = artifact.risk
@@ -84,8 +90,12 @@ def plan_entry(
     equity: float,
     risk: RiskState,
     ts_ns: int,
+    vol: float = math.nan,
 ) -> EntryPlan | str:
-    """Size the entry and place its stop and targets, or return the refusal 'rule: detail'."""
+    """Size the entry and place its stop and targets, or return the refusal 'rule: detail'.
+
+    `vol` is the instrument's realised annualised volatility (a fraction) for vol_target sizing.
+    """
     gate = check_gates(artifact, risk, ts_ns)
     if gate is not None:
         return gate
@@ -122,6 +132,13 @@ def plan_entry(
         qty = equity * sizing.value / 100 / (abs(ref_ticks - stop) * tick)
     elif sizing.method == "pct_equity":
         qty = equity * sizing.value / 100 / price
+    elif sizing.method == "vol_target":
+        if not (math.isfinite(vol) and vol > 0):
+            return (
+                f"risk.sizing: vol_target needs a positive realised volatility over "
+                f"{sizing.lookback_bars} bars, got {vol:g} (flat or non-positive closes)"
+            )
+        qty = equity * sizing.value / 100 / vol / price
     else:
         qty = sizing.value
     cap = equity * artifact.risk.max_position_pct / 100 / price

@@ -337,15 +337,23 @@ def artifacts(draw: st.DrawFn, base: Artifact) -> Artifact:
         ex["time_exit"] = "5 bars"
     data["exit"] = ex
     method = draw(
-        st.sampled_from(["risk_pct", "pct_equity", "fixed"] if stop else ["pct_equity", "fixed"])
+        st.sampled_from(
+            ["risk_pct", "pct_equity", "fixed", "vol_target"]
+            if stop
+            else ["pct_equity", "fixed", "vol_target"]
+        )
     )
     value = {
         "risk_pct": draw(st.floats(0.2, 3.0)),
         "pct_equity": draw(st.floats(5, 100)),
         "fixed": draw(st.sampled_from([0.01, 0.05, 0.1234])),
+        "vol_target": draw(st.floats(5.0, 80.0)),
     }[method]
+    sizing: dict[str, Any] = {"method": method, "value": value}
+    if method == "vol_target":
+        sizing["lookback_bars"] = draw(st.integers(2, 60))
     risk: dict[str, Any] = {
-        "sizing": {"method": method, "value": value},
+        "sizing": sizing,
         "max_position_pct": draw(st.sampled_from([20.0, 50.0, 100.0, 300.0])),
     }
     if draw(st.booleans()):

@@ -4,7 +4,9 @@ Baselines measured in the same run:
 - drawings: loading and checking the same artifact from its YAML (`artifacts.io.loads` + `check`),
   i.e. what reading a hand-written artifact costs; the ratio says what drawing compilation adds;
 - compile loop: one bare `run_backtest` of the draft on the same held-out window, the loop's
-  largest single step; the loop's time excludes the model (time inside `LLMClient.complete`).
+  largest single step; the loop's time excludes the model (time inside `LLMClient.complete`);
+- review paper gate: one paper run replayed over the ZeroMQ bar bus (`compiler.review.replay_paper`
+  -> `run_paper`, simulated venue) against `run_backtest` of the same artifact on the same bars.
 
 Run: `python benchmarks/bench_compiler.py` (prints a markdown table).
 """
@@ -104,9 +106,21 @@ def bench_loop(iterations: int = 10) -> tuple[float, float, float]:
     return loop_s, bt, stub_s
 
 
+def bench_paper(n_bars: int = 720) -> tuple[float, float]:
+    from compiler.review import replay_paper
+
+    art = loads(json.dumps(DRAFT))
+    graph = check(art)
+    bars = read_bars(DATA).head(3000).tail(n_bars)
+    paper = best_of(lambda: replay_paper(art, bars, 30), 3)
+    bt = best_of(lambda: run_backtest(art, graph, bars, session_id="paper-gate"), 3)
+    return paper, bt
+
+
 def main() -> None:
     comp, load = bench_drawings()
     loop_s, bt_s, stub_s = bench_loop()
+    paper_s, paper_bt_s = bench_paper()
     print("| benchmark | value | baseline | ratio |")
     print("|---|---|---|---|")
     print(
@@ -119,6 +133,11 @@ def main() -> None:
         f"| {loop_s / bt_s:.2f}x |"
     )
     print(f"| (stub model round trips per iteration, 2 calls) | {stub_s * 1000:.1f} ms | - | - |")
+    print(
+        f"| review paper gate: one 720-bar (30-day) paper run replayed over the bar bus "
+        f"| {paper_s * 1000:.1f} ms | run_backtest on the same bars: {paper_bt_s * 1000:.1f} ms "
+        f"| {paper_s / paper_bt_s:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

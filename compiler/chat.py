@@ -44,11 +44,14 @@ class ChatSession:
     conversation: list[Turn] = field(default_factory=list)
     pending: CompileResult | None = None
     pending_request: str = ""
+    conversation_id: str | None = None  # tags this conversation's model calls in the call log
 
     def send(self, text: str) -> ChatReply:
         """Compile the message into a pending revision; a failed compile is reported, not hidden."""
         turn = len(self.conversation)
         self.conversation.append(Turn("user", text))
+        if self.conversation_id is not None:
+            self.loop.client.conversation_id = self.conversation_id
         req = CompileRequest(
             text=text,
             symbol=self.symbol,
@@ -94,13 +97,7 @@ class ChatSession:
         v = self.repo.commit(
             r.artifact,
             trace=r.trace,
-            provenance={
-                "model": r.trace.get("model"),
-                "host_class": r.trace.get("host_class"),
-                "prompt_sha": r.prompt_sha,
-                "trace_sha": r.trace_sha,
-                "backtest": r.backtest,
-            },
+            provenance=r.provenance(),
             node_turns=r.node_turns,
             request=self.pending_request,
         )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 import openai
@@ -80,6 +80,21 @@ def host_class(base_url: str) -> str:
     return "private" if ip.is_private else "public-ip"
 
 
+EndpointClass = Literal["openai", "local", "proxy"]
+
+
+def endpoint_class(base_url: str) -> EndpointClass:
+    """The provenance class of an endpoint: OpenAI itself, a local server, or anything else (a proxy).
+
+    `local` is a loopback or private address (Ollama, vLLM on this machine or the LAN); `openai`
+    is `api.openai.com`; every other host (LiteLLM, OpenRouter, a hosted vLLM) is a `proxy`.
+    """
+    host = (urlparse(base_url).hostname or "").lower()
+    if host == "api.openai.com":
+        return "openai"
+    return "local" if host_class(base_url) in ("loopback", "private") else "proxy"
+
+
 def prompt_sha256(
     messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()
 ) -> str:
@@ -128,9 +143,13 @@ CREATE TABLE IF NOT EXISTS llm_calls (
   latency_ms REAL NOT NULL,
   cost REAL NOT NULL,
   status TEXT NOT NULL,
-  error TEXT
+  error TEXT,
+  conversation_id TEXT,
+  run_id TEXT
 )
 """
+#: Columns added after the first release; an older log gains them on open (NULL in old rows).
+_ADDED_COLUMNS = (("conversation_id", "TEXT"), ("run_id", "TEXT"))
 
 
 class CallLog:
@@ -140,6 +159,10 @@ class CallLog:
         self.path = str(path)
         self._db = sqlite3.connect(self.path)
         self._db.execute(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(llm_calls)")}
+        for name, kind in _ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE llm_calls ADD COLUMN {name} {kind}")
         self._db.commit()
 
     def record(self, **row: Any) -> None:
@@ -172,7 +195,14 @@ _RETRYABLE = (
 
 
 class LLMClient:
-    """Calls the model with retries, ceilings and logging. `sleep`/`clock_ns` are injected for tests."""
+    """Calls the model with retries, ceilings and logging. `sleep`/`clock_ns` are injected for tests.
+
+    `conversation_id` and `run_id` (set by the chat and the review) tag every logged call, so the
+    service's read model can show what a conversation or a review cost.
+    """
+
+    conversation_id: str | None = None
+    run_id: str | None = None
 
     def __init__(
         self,
@@ -193,6 +223,7 @@ class LLMClient:
             max_retries=0,  # we retry ourselves, so every attempt is logged and counted
         )
         self.host_class = host_class(config.base_url)
+        self.endpoint_class: EndpointClass = endpoint_class(config.base_url)
 
     def close(self) -> None:
         self._client.close()
@@ -360,6 +391,8 @@ class LLMClient:
             cost=cost,
             status=status,
             error=error,
+            conversation_id=self.conversation_id,
+            run_id=self.run_id,
         )
 
     def structured(

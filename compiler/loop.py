@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
@@ -26,8 +27,17 @@ from artifacts.schema import Artifact, Provenance
 from compiler.context import Turn, build_context
 from compiler.errors import CompileFailedError, CompilerError, ToolError
 from compiler.llm import LLMClient, LLMOutputError, LLMRefusalError, Message
-from compiler.tools import QueryChart, ToolContext, ToolSession, openai_tools
+from compiler.tools import (
+    QueryChart,
+    SentimentSetup,
+    ToolContext,
+    ToolSession,
+    openai_tools,
+    read_items,
+)
 from compiler.tradingview import ParsedLayout
+from compiler.versioning import provenance_backtest, trace_sha256
+from feeds.schema import UnstructuredItem
 from strategy_kernel.backtest import run_backtest
 from strategy_kernel.errors import StrategyError
 
@@ -83,6 +93,8 @@ class CompileRequest:
     current: Artifact | None = None
     last_backtest: dict[str, Any] | None = None
     venue: str = "sim"
+    news_path: Path | None = None  # stored news (JSONL items) for fetch_news_sentiment
+    sentiment: SentimentSetup | None = None  # the local sentiment backend the tools may use
 
 
 @dataclass
@@ -100,6 +112,21 @@ class CompileResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     messages: list[Message] = field(default_factory=list)
+    turn: int = 0
+
+    def provenance(self) -> dict[str, Any]:
+        """What `ArtifactRepo.commit` records for this compile (typed fields + provenance.json)."""
+        return {
+            "model": self.trace.get("model"),
+            "host_class": self.trace.get("host_class"),
+            "base_url_class": self.trace.get("base_url_class"),
+            "prompt_sha": self.prompt_sha,
+            "trace_sha": self.trace_sha,
+            "backtest": self.backtest,
+            "conversation_turn": self.turn,
+            "cost_usd": self.cost,
+            "attempt_errors": list(self.attempts),
+        }
 
 
 class DraftRejectedError(CompilerError):
@@ -139,11 +166,21 @@ def direction_problems(artifact: Artifact) -> list[str]:
     return out
 
 
-def backtest_summary(artifact: Artifact, bars: pl.DataFrame) -> dict[str, Any]:
-    """Run the held-out backtest and return JSON-ready metrics; raises DraftRejectedError if it cannot run."""
+def backtest_summary(
+    artifact: Artifact,
+    bars: pl.DataFrame,
+    *,
+    base_dir: Path | None = None,
+    items: Sequence[UnstructuredItem] = (),
+) -> dict[str, Any]:
+    """Run the held-out backtest and return JSON-ready metrics; raises DraftRejectedError if it cannot run.
+
+    `base_dir` resolves files the artifact names (a sentiment node's model_dir, python nodes);
+    `items` are the stored news a sentiment node reads.
+    """
     graph = check(artifact, "draft")
     try:
-        result = run_backtest(artifact, graph, bars)
+        result = run_backtest(artifact, graph, bars, base_dir=base_dir, items=items)
     except StrategyError as exc:
         raise DraftRejectedError(f"backtest on the held-out window failed: {exc}") from None
     m = result.metrics.as_dict()
@@ -159,6 +196,8 @@ def backtest_summary(artifact: Artifact, bars: pl.DataFrame) -> dict[str, Any]:
         k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items() if k in keep
     }
     out["bars"] = bars.height
+    out["window_from_ns"] = int(bars["ts_ns"][0])
+    out["window_to_ns"] = int(bars["ts_ns"][-1])
     out["artifact_sha"] = content_hash(artifact)
     return out
 
@@ -225,9 +264,16 @@ class CompileLoop:
         self._usage = [0.0, 0, 0]
         in_sample, held_out = split_holdout(req.bars, self.gates.holdout_fraction)
         ctx = ToolContext(
-            req.symbol, req.timeframe, in_sample, drawings=req.drawings, venue=req.venue
+            req.symbol,
+            req.timeframe,
+            in_sample,
+            drawings=req.drawings,
+            venue=req.venue,
+            news_path=req.news_path,
+            sentiment=req.sentiment,
         )
         session = ToolSession(ctx)
+        items = read_items(req.news_path) if req.news_path is not None else []
         market = QueryChart(last_n=5).run(ctx, session).observation
         context = build_context(
             request=req.text,
@@ -254,7 +300,12 @@ class CompileLoop:
             try:
                 draft = self._draft(messages, tools, session, req.turn)
                 artifact = self._finish(draft, req, session, prompt_sha)
-                summary = backtest_summary(artifact, held_out)
+                summary = backtest_summary(
+                    artifact,
+                    held_out,
+                    base_dir=req.sentiment.base_dir if req.sentiment is not None else None,
+                    items=items,
+                )
                 _gate(summary, self.gates)
             except (DraftRejectedError, LLMOutputError) as exc:
                 errors.append(str(exc))
@@ -285,6 +336,7 @@ class CompileLoop:
                 "compiler": COMPILER_ID,
                 "model": self.client.config.model,
                 "host_class": self.client.host_class,
+                "base_url_class": self.client.endpoint_class,
                 "context": {"kept": context.kept, "dropped": context.dropped},
                 "plan": plan.model_dump() if plan else None,
                 "messages": messages,
@@ -294,6 +346,15 @@ class CompileLoop:
                 "backtest": summary,
             }
             node_turns = {n: session.node_turn.get(n, req.turn) for n in artifact.nodes}
+            t_sha = trace_sha256(trace)
+            prov = artifact.provenance.model_copy(
+                update={
+                    "trace_sha": t_sha,
+                    "conversation_turn": req.turn,
+                    "backtest": provenance_backtest(summary),
+                }
+            )
+            artifact = artifact.model_copy(update={"provenance": prov})
             return CompileResult(
                 artifact=artifact,
                 backtest=summary,
@@ -302,12 +363,13 @@ class CompileLoop:
                 plan=plan,
                 prompt_sha=prompt_sha,
                 trace=trace,
-                trace_sha=sha256_json(trace),
+                trace_sha=t_sha,
                 node_turns=node_turns,
                 cost=self._usage[0],
                 prompt_tokens=int(self._usage[1]),
                 completion_tokens=int(self._usage[2]),
                 messages=messages,
+                turn=req.turn,
             )
         raise CompileFailedError(
             f"compile failed after {self.max_attempts} attempt(s); nothing was emitted", errors
@@ -414,6 +476,7 @@ class CompileLoop:
             prompt_sha=prompt_sha,
             tools=[e.tool for e in session.trace if e.ok],
             parent=content_hash(req.current) if req.current is not None else None,
-            notes=f"host_class={self.client.host_class}",
+            base_url_class=self.client.endpoint_class,
+            conversation_turn=req.turn,
         )
         return artifact.model_copy(update={"version": version, "provenance": provenance})

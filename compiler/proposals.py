@@ -1,21 +1,31 @@
 """One-shot trade proposals (side, % risk, entry, SL, TP ladder, horizon, confidence, invalid_if,
 rationale) compiled into a one-shot artifact.
 
-stratagem/v1 has no expiry or trade-count field yet, so the artifact carries the horizon as a
-time exit and the expiry in its description; invalid_if levels block the entry on any bar where
-they hold (they do not latch). Both gaps are listed in docs/compiler.md for the schema owner.
+The artifact's `one_shot` block carries `created_at` (the proposal's own `created_at`, else the
+caller's clock) and `expires_at = created_at + horizon` in int ns UTC, with `max_entries: 1`:
+the runtime takes no entry from `expires_at` on. The horizon also bounds the holding time
+(`exit.time_exit`). invalid_if levels block the entry on any bar where they hold (no latch).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from artifacts.graph import check
-from artifacts.schema import Artifact, Duration
+from artifacts.schema import Artifact, Duration, OneShot
 from compiler.errors import CompilerError
+from feeds.schema import timeframe_to_ns
+
+_UNIT_NS = {
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
 
 
 class ProposalError(CompilerError):
@@ -49,6 +59,9 @@ class Proposal(BaseModel):
     confidence: float = Field(ge=0, le=1)
     invalid_if: list[InvalidIf] = Field(default_factory=list)
     rationale: str = Field(min_length=1)
+    created_at: int | str | None = Field(
+        default=None, description="when the idea was made: int ns UTC or ISO 8601 with a zone"
+    )
 
     @model_validator(mode="after")
     def _direction(self) -> Proposal:
@@ -84,10 +97,56 @@ def parse_proposal(data: dict[str, Any]) -> Proposal:
         raise ProposalError(f"invalid proposal: {problems}") from None
 
 
-def proposal_to_artifact(
-    p: Proposal, *, created: str | None = None, venue: str = "sim"
-) -> Artifact:
-    """A one-shot artifact: enter on a touch of the entry price unless invalidated; exit by the ladder."""
+def horizon_ns(horizon: str, timeframe: str) -> int:
+    """The horizon as nanoseconds (bars count as whole bars of `timeframe`)."""
+    d = Duration.model_validate(horizon)
+    if d.unit == "bars":
+        return d.count * timeframe_to_ns(timeframe)
+    return d.count * _UNIT_NS[d.unit]
+
+
+def _created_ns(value: int | str) -> int:
+    """created_at as int ns UTC; an ISO string must name its zone (no guessing of local time)."""
+    if isinstance(value, int):
+        return value
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ProposalError(
+            f"created_at: {value!r} is not ISO 8601; write e.g. 2026-01-02T03:04:05Z"
+        ) from None
+    if dt.tzinfo is None:
+        raise ProposalError(f"created_at: {value!r} has no time zone; add one, e.g. a trailing Z")
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1_000
+
+
+def _iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def proposal_to_artifact(p: Proposal, *, now_ns: int | None = None, venue: str = "sim") -> Artifact:
+    """A one-shot artifact: enter on a touch of the entry price unless invalidated or expired.
+
+    `created_at` is the proposal's own, else `now_ns` (the caller's clock: the compiler never
+    reads one); the expiry is `created_at + horizon`.
+    """
+    raw = p.created_at if p.created_at is not None else now_ns
+    if raw is None:
+        raise ProposalError(
+            "the proposal has no created_at and no clock was given: set created_at "
+            "(e.g. 2026-01-02T03:04:05Z) so the one-shot artifact can expire"
+        )
+    created = _created_ns(raw)
+    try:
+        one_shot = OneShot(
+            created_at=created,
+            expires_at=created + horizon_ns(p.horizon, p.timeframe),
+            max_entries=1,
+        )
+    except ValidationError as exc:
+        raise ProposalError(
+            f"invalid proposal: {exc.errors(include_url=False)[0]['msg']}"
+        ) from None
     risk = abs(p.entry - p.stop_loss)
     nodes: dict[str, Any] = {
         "entry_touch": {
@@ -119,7 +178,8 @@ def proposal_to_artifact(
         "name": f"oneshot-{slug}-{p.side}",
         "version": 1,
         "description": (
-            f"One-shot {p.side} {p.symbol} @ {p.entry:g}, SL {p.stop_loss:g}, expires after {p.horizon} "
+            f"One-shot {p.side} {p.symbol} @ {p.entry:g}, SL {p.stop_loss:g}, expires {_iso(one_shot.expires_at)} "
+            f"({p.horizon} after {_iso(created)}) "
             f"(confidence {p.confidence:.2f}). {p.rationale}"
         ),
         "instrument": {"venue": venue, "symbol": p.symbol, "timeframe": p.timeframe},
@@ -134,10 +194,12 @@ def proposal_to_artifact(
             "time_exit": p.horizon,
         },
         "risk": {"risk_per_trade_pct": p.risk_pct, "max_consecutive_losses": 1},
+        "one_shot": one_shot.model_dump(),
         "provenance": {
             "compiler": "stratagem.compiler.proposal/1",
-            "created": created,
+            "created": _iso(created),
             "notes": p.rationale,
+            "base_url_class": "none",
         },
     }
     try:

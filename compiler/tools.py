@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal
 
 import msgspec
 import numpy as np
@@ -36,6 +36,7 @@ from artifacts.schema import (
     LevelMode,
     Node,
     Risk,
+    SentimentNode,
 )
 from compiler.errors import CompilerError, ToolError
 from compiler.tradingview import ParsedLayout
@@ -45,16 +46,6 @@ from indicators.errors import IndicatorError
 from indicators.registry import get_indicator, validate_params
 
 NODE_ADAPTER: TypeAdapter[Node] = TypeAdapter(Node)
-
-
-class BatchScorer(Protocol):
-    """The shape of `indicators.sentiment.SentimentScorer`: scores a batch of texts in [-1, 1]."""
-
-    def score(self, texts: Sequence[str]) -> list[float]: ...
-
-
-#: A local sentiment model: a batch scorer, or a function of one text. None = not configured.
-SentimentModel = BatchScorer | Callable[[str], float]
 
 
 class Args(BaseModel):
@@ -70,7 +61,7 @@ class ToolContext:
     bars: pl.DataFrame
     drawings: ParsedLayout | None = None
     news_path: Path | None = None
-    sentiment_model: SentimentModel | None = None
+    sentiment: SentimentSetup | None = None
     venue: str = "sim"
 
 
@@ -310,59 +301,173 @@ class DetectSRLevels(Args):
         )
 
 
-class FetchNewsSentiment(Args):
-    """Score stored news items for the symbol with the configured local sentiment model."""
+@dataclass(frozen=True)
+class SentimentSetup:
+    """Which local sentiment backend the tools may use (the user's choice, never the model's).
 
-    since: str | None = None
-    until: str | None = None
-    max_items: int = Field(default=50, ge=1, le=1000)
+    `backend: lexicon` is the built-in word list and is used only when named here; `model` needs
+    `model_dir` as it will be written into the artifact (relative to the artifact file) and
+    `base_dir`, where that path resolves now. The model's files are pinned by `model_revision`
+    (computed from the files when not given).
+    """
+
+    backend: Literal["model", "lexicon"]
+    model_dir: str | None = None
+    base_dir: Path | None = None
+    model_revision: str | None = None
+    label_map: dict[str, float] | None = None
+    max_length: int | None = None
+
+
+class FetchNewsSentiment(Args):
+    """Score stored news for the symbol with the configured local sentiment model as a sentiment node.
+
+    The node is computed exactly as the runtime computes it (same node, same code path) on the
+    in-sample bars: its value at a bar uses only items stamped before that bar's close.
+    """
+
+    node_id: str = Field(default="news_sentiment", description="id of the sentiment node")
+    symbols: list[str] | None = Field(
+        default=None, description="item symbol tags to use (default: the instrument's symbol)"
+    )
+    sources: list[str] | None = Field(default=None, description="source patterns, e.g. rss:*")
+    include_untagged: bool = Field(default=False, description="also use items with no symbols")
+    policy: Literal["ewm", "decay", "ffill"] = "ewm"
+    half_life_bars: float | None = Field(
+        default=24.0, gt=0, description="bars for an item's weight to halve (ewm/decay)"
+    )
+    max_age_bars: int | None = Field(default=None, ge=0, description="NaN once news is older")
+    show_items: int = Field(default=10, ge=0, le=200, description="newest scored items to list")
 
     name: ClassVar[str] = "fetch_news_sentiment"
 
     def run(self, ctx: ToolContext, session: ToolSession) -> ToolOutcome:
+        node_id = _node_id(self.node_id)
         if ctx.news_path is None:
             raise ToolError(
                 "fetch_news_sentiment: no stored news configured (news_path): nothing to score"
             )
         items = read_items(ctx.news_path)
-        lo = _parse_iso_ns(self.since, "since") if self.since else None
-        hi = _parse_iso_ns(self.until, "until") if self.until else None
-        base = ctx.symbol.split("/")[0].upper()
-        chosen = [
-            it
-            for it in items
-            if (lo is None or it.ts_ns >= lo)
-            and (hi is None or it.ts_ns < hi)
-            and (not it.symbols or any(base in s.upper() for s in it.symbols))
-        ][-self.max_items :]
-        if ctx.sentiment_model is None:
+        setup = ctx.sentiment
+        if setup is None:
             raise ToolError(
-                f"fetch_news_sentiment: {len(chosen)} stored item(s) found but no sentiment model "
-                "is configured; a score is never made up: configure a local model or do without"
+                f"fetch_news_sentiment: {len(items)} stored item(s) found but no sentiment model "
+                "is configured; a score is never made up: configure a local model (or name the "
+                "lexicon backend) or do without"
             )
-        model = ctx.sentiment_model
-        texts = [it.text for it in chosen]
-        if hasattr(model, "score"):
-            scores = [float(x) for x in model.score(texts)]
-        else:
-            scores = [float(model(t)) for t in texts]
-        if len(scores) != len(texts):
+        node = self._node(setup, ctx.symbol)
+        # only news up to the last visible bar's close: the held-out window stays unseen
+        end = int(ctx.bars["ts_ns"][-1]) + timeframe_to_ns(ctx.timeframe) if ctx.bars.height else 0
+        items = [it for it in items if it.ts_ns < end]
+        series, values = sentiment_series(node, node_id, ctx, items)
+        if series.items_accepted == 0:
+            tags = sorted({s for it in items for s in it.symbols})
             raise ToolError(
-                f"fetch_news_sentiment: the model scored {len(scores)} of {len(texts)} items"
+                f"fetch_news_sentiment: none of the {len(items)} stored item(s) matches symbols "
+                f"{node.symbols} / sources {node.sources}; the items are tagged {tags or 'with no symbol'}"
+                ": pass matching symbols, or include_untagged"
             )
-        bad = [s for s in scores if not (-1.0 <= s <= 1.0)]
-        if bad:
-            raise ToolError(f"fetch_news_sentiment: the model returned {bad[0]!r} outside [-1, 1]")
+        session.series[node_id] = values
+        finite = values[np.isfinite(values)]
+        shown = (
+            [it for it in items if series.matches(it)][-self.show_items :]
+            if self.show_items
+            else []
+        )
+        scores = series.scorer.score([it.text for it in shown]) if shown else []
         return ToolOutcome(
             {
-                "items": len(chosen),
-                "mean_score": _f(sum(scores) / len(scores)) if scores else None,
-                "scores": [
-                    {"ts": _iso(it.ts_ns), "score": _f(s), "text": it.text[:120]}
-                    for it, s in zip(chosen, scores, strict=True)
+                "node_id": node_id,
+                "backend": node.backend,
+                "items_visible": len(items),
+                "items_used": series.items_accepted,
+                "bars": len(values),
+                "bars_with_value": len(finite),
+                "last": _f(values[-1]) if len(values) else None,
+                "min": _f(finite.min()) if len(finite) else None,
+                "max": _f(finite.max()) if len(finite) else None,
+                "mean": _f(finite.mean()) if len(finite) else None,
+                "items": [
+                    {"ts": _iso(it.ts_ns), "score": _f(sc), "text": it.text[:120]}
+                    for it, sc in zip(shown, scores, strict=True)
                 ],
-            }
+            },
+            nodes={node_id: node},
+            stands_for=node_id,
         )
+
+    def _node(self, setup: SentimentSetup, symbol: str) -> SentimentNode:
+        revision = setup.model_revision
+        if setup.backend == "model":
+            if setup.model_dir is None:
+                raise ToolError("fetch_news_sentiment: the model backend needs model_dir")
+            where = (setup.base_dir or Path.cwd()) / setup.model_dir
+            if not where.is_dir():
+                raise ToolError(f"fetch_news_sentiment: model directory {where} does not exist")
+            if revision is None:
+                from indicators.sentiment_model import directory_digest
+
+                revision = directory_digest(where)
+        try:
+            return SentimentNode(
+                kind="sentiment",
+                backend=setup.backend,
+                model_dir=setup.model_dir if setup.backend == "model" else None,
+                model_revision=revision if setup.backend == "model" else None,
+                label_map=setup.label_map if setup.backend == "model" else None,
+                max_length=setup.max_length,
+                symbols=self.symbols or [symbol],
+                sources=self.sources,
+                include_untagged=self.include_untagged,
+                policy=self.policy,
+                half_life_bars=None if self.policy == "ffill" else self.half_life_bars,
+                max_age_bars=self.max_age_bars,
+            )
+        except ValidationError as exc:
+            raise ToolError(
+                f"fetch_news_sentiment: {exc.errors(include_url=False)[0]['msg']}"
+            ) from None
+
+
+def sentiment_series(
+    node: SentimentNode, node_id: str, ctx: ToolContext, items: Sequence[UnstructuredItem]
+) -> tuple[Any, np.ndarray[Any, Any]]:
+    """Evaluate a sentiment node over the context's bars the way the runtime does.
+
+    A one-node artifact goes through the strategy kernel's own DAG evaluator (`DagEvaluator`:
+    the node is built by the same code as in a run, items arrive through `on_items`, bars through
+    `on_bar`); returns the node's series object and its value at every bar.
+    """
+    from indicators.nodes import BarValues
+    from indicators.sentiment import SentimentError
+    from strategy_kernel.dag import DagEvaluator
+
+    probe = Artifact.model_validate(
+        {
+            "schema": "stratagem/v1",
+            "name": "sentiment-probe",
+            "version": 1,
+            "instrument": {"venue": ctx.venue, "symbol": ctx.symbol, "timeframe": ctx.timeframe},
+            "nodes": {
+                node_id: node,
+                "probe_positive": {"kind": "threshold", "input": node_id, "op": ">", "value": 0},
+            },
+            "entry": {"when": "probe_positive", "side": "long"},
+        }
+    )
+    base = ctx.sentiment.base_dir if ctx.sentiment is not None else None
+    try:
+        dag = DagEvaluator(probe, check(probe, "fetch_news_sentiment"), base_dir=base)
+        series = next(c.impl.series for c in dag.compiled if c.node_id == node_id)  # type: ignore[attr-defined]
+        dag.on_items(items)
+        out = np.empty(ctx.bars.height, dtype=np.float64)
+        cols = ("ts_ns", "open", "high", "low", "close", "volume")
+        for i, row in enumerate(ctx.bars.select(cols).iter_rows()):
+            dag.on_bar(BarValues(*row))
+            out[i] = float(dag.values[node_id])
+    except (SentimentError, ArtifactError) as exc:
+        raise ToolError(f"fetch_news_sentiment: {exc}") from None
+    return series, out
 
 
 def read_items(path: Path) -> list[UnstructuredItem]:

@@ -5,12 +5,19 @@ Layout in the repository, per strategy name:
 prompt and tool-trace hashes, parent version, backtest summary), `<name>/trace.json` (the full
 conversation and tool trace) and `<name>/blame.json` (node -> the conversation turn and version
 that created it; unchanged nodes keep their origin across versions).
+
+Every commit also stamps the artifact's typed `provenance` (schema fields, outside the content
+hash): `base_url_class`, `trace_sha` (sha256 of the committed `trace.json` bytes, so anyone can
+verify it with `sha256sum`), the held-out `backtest` summary, the `conversation_turn`, the
+review `gates` and the `parent` (content hash of the previous version).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +26,70 @@ import git
 
 from artifacts.errors import ArtifactError
 from artifacts.io import content_hash, dumps, loads, to_data
-from artifacts.schema import Artifact
+from artifacts.schema import Artifact, Provenance, ProvenanceBacktest, ProvenanceGate
 from compiler.errors import VersioningError
+
+
+def trace_text(trace: dict[str, Any] | None) -> str:
+    """The canonical text of a tool trace, exactly as committed to `trace.json`."""
+    return json.dumps(trace or {}, sort_keys=True, indent=1) + "\n"
+
+
+def trace_sha256(trace: dict[str, Any] | None) -> str:
+    """sha256 of the committed trace file's bytes (`provenance.trace_sha`)."""
+    return hashlib.sha256(trace_text(trace).encode("utf-8")).hexdigest()
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def provenance_backtest(summary: dict[str, Any] | None) -> ProvenanceBacktest | None:
+    """The schema's backtest summary from a metrics/summary dict (non-finite numbers become None)."""
+    if not summary:
+        return None
+    window_from, window_to = summary.get("window_from_ns"), summary.get("window_to_ns")
+    return ProvenanceBacktest(
+        window_from_ns=int(window_from) if isinstance(window_from, int) else None,
+        window_to_ns=int(window_to) if isinstance(window_to, int) else None,
+        bars=int(summary["bars"]) if isinstance(summary.get("bars"), int) else None,
+        trades=int(summary["trades"]) if isinstance(summary.get("trades"), int) else None,
+        total_return_pct=_finite(summary.get("total_return_pct")),
+        sharpe=_finite(summary.get("sharpe")),
+        max_drawdown_pct=_finite(summary.get("max_drawdown_pct")),
+    )
+
+
+def stamp_provenance(
+    artifact: Artifact,
+    info: dict[str, Any],
+    *,
+    trace_sha: str,
+    parent: str | None,
+) -> Artifact:
+    """The artifact with its typed provenance filled from `info` (what the compile knew)."""
+    old = artifact.provenance
+    base_url_class = info.get("base_url_class") or old.base_url_class
+    if base_url_class is None:
+        base_url_class = "none" if (info.get("model") or old.model) is None else None
+    turn = info.get("conversation_turn")
+    gates = info.get("gates")
+    updates: dict[str, Any] = {
+        "model": info.get("model") or old.model,
+        "prompt_sha": info.get("prompt_sha") or old.prompt_sha,
+        "parent": old.parent or parent,
+        "base_url_class": base_url_class,
+        "trace_sha": trace_sha,
+        "conversation_turn": int(turn) if isinstance(turn, int) else old.conversation_turn,
+        "backtest": provenance_backtest(info.get("backtest")) or old.backtest,
+        "gates": [ProvenanceGate.model_validate(g) for g in gates] if gates else old.gates,
+    }
+    if info.get("compiler"):
+        updates["compiler"] = info["compiler"]
+    prov = Provenance.model_validate({**old.model_dump(), **updates})
+    return artifact.model_copy(update={"provenance": prov})
 
 
 @dataclass(frozen=True)
@@ -61,6 +130,22 @@ class ArtifactRepo:
             with self.repo.config_writer() as cw:
                 cw.set_value("user", "name", "stratagem compiler")
                 cw.set_value("user", "email", "compiler@stratagem.invalid")
+
+    def close(self) -> None:
+        """Stop git's helper processes (cat-file); the repository can still be reopened."""
+        repo = getattr(self, "repo", None)
+        if repo is not None:
+            repo.close()
+
+    def __enter__(self) -> ArtifactRepo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # git's persistent cat-file processes must be reaped, not left to the interpreter's GC
+        self.close()
 
     def _file(self, name: str, leaf: str) -> Path:
         return self.path / name / leaf
@@ -104,6 +189,14 @@ class ArtifactRepo:
                 turn = (node_turns or {}).get(node_id, 0)
                 blame[node_id] = {"turn": turn, "version": artifact.version, "request": request}
         sha = content_hash(artifact)
+        text = trace_text(trace)
+        t_sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        artifact = stamp_provenance(
+            artifact,
+            dict(provenance or {}),
+            trace_sha=t_sha,
+            parent=content_hash(prev) if prev is not None else None,
+        )
         prov = dict(provenance or {})
         prov.update(
             {
@@ -111,13 +204,14 @@ class ArtifactRepo:
                 "version": artifact.version,
                 "parent_version": prev.version if prev is not None else None,
                 "parent_commit": prev_commit,
+                "trace_sha": t_sha,
+                "base_url_class": artifact.provenance.base_url_class,
             }
         )
-        trace_text = json.dumps(trace or {}, sort_keys=True, indent=1) + "\n"
         files = {
             "artifact.yaml": dumps(artifact),
-            "provenance.json": json.dumps(prov, sort_keys=True, indent=1) + "\n",
-            "trace.json": trace_text,
+            "provenance.json": json.dumps(prov, sort_keys=True, indent=1, default=str) + "\n",
+            "trace.json": text,
             "blame.json": json.dumps(blame, sort_keys=True, indent=1) + "\n",
         }
         (self.path / name).mkdir(parents=True, exist_ok=True)

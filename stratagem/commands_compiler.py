@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +53,15 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _backtest(artifact: Any, data: Path) -> dict[str, Any]:
-    from artifacts.graph import check
+    """Backtest on the whole of `data`; the summary (with its window) goes into the provenance."""
+    from compiler.loop import backtest_summary
     from feeds.files import read_bars
-    from strategy_kernel.backtest import run_backtest
 
-    result = run_backtest(artifact, check(artifact), read_bars(data))
-    return result.metrics.as_dict()
+    return backtest_summary(artifact, read_bars(data))
+
+
+def _iso(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write(artifact: Any, out: str | None) -> None:
@@ -92,8 +97,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
             raw = json.loads(Path(args.proposal).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise StratagemError(f"{args.proposal}: cannot read the proposal: {exc}") from None
-        artifact = proposal_to_artifact(parse_proposal(raw))
+        # the front door owns the clock: a proposal without created_at is made "now"
+        artifact = proposal_to_artifact(parse_proposal(raw), now_ns=time.time_ns())
         provenance["compiler"] = artifact.provenance.compiler
+        assert artifact.one_shot is not None
+        print(f"one-shot: no entry from {_iso(artifact.one_shot.expires_at)} on", file=sys.stderr)
     else:
         layout = read_layout(args.drawings)
         result = compile_layout(
@@ -177,14 +185,7 @@ def _compile_prompt(
         client.close()
     for i, err in enumerate(result.attempts, 1):
         print(f"attempt {i} failed (fixed): {err.splitlines()[0]}", file=sys.stderr)
-    provenance.update(
-        model=result.trace["model"],
-        host_class=result.trace["host_class"],
-        prompt_sha=result.prompt_sha,
-        trace_sha=result.trace_sha,
-        backtest_holdout=result.backtest,
-        cost_usd=result.cost,
-    )
+    provenance.update(result.provenance())
     trace.update(result.trace)
     node_turns.update(result.node_turns)
     return result.artifact
@@ -242,34 +243,97 @@ def cmd_chat(args: argparse.Namespace) -> int:
             bars=read_bars(Path(args.data) if args.data else DEFAULT_DATA),
             drawings=read_layout(args.drawings) if args.drawings else None,
             current=repo.head_artifact(args.name) if args.name else None,
+            conversation_id=f"cli-{time.time_ns()}",
         )
         return run_terminal(session, sys.stdin, sys.stdout)
     finally:
         client.close()
 
 
+def _approvals(args: argparse.Namespace) -> Any:
+    from compiler.approvals import ServiceApprovals
+
+    return ServiceApprovals.open(args.config)
+
+
+def _print_gates(gates: list[Any]) -> None:
+    for g in gates:
+        print(f"{g.name:9} {g.status:8} {g.detail}")
+
+
 def cmd_review(args: argparse.Namespace) -> int:
-    from compiler.loop import CompileLoop
-    from compiler.review import review
+    """Run the gates for a new revision, or decide / promote / list saved reviews."""
+    from compiler.review import decide, pending_reviews, promote
     from compiler.versioning import ArtifactRepo
+
+    actions = [x for x in (args.approve, args.reject, args.promote) if x] + (
+        ["list"] if args.list else []
+    )
+    if len(actions) > 1:
+        raise StratagemError("give one of --approve, --reject, --promote, --list")
+    repo = ArtifactRepo(args.repo, create=False)
+    if args.list:
+        for r in pending_reviews(repo):
+            print(f"{r['review_id']}  {r['name']} (of v{r['base_version']})  {r['status']}")
+        return 0
+    if actions:
+        approvals = _approvals(args)
+        v: Any
+        try:
+            if args.promote:
+                v = promote(repo, approvals, args.promote)
+            else:
+                v = decide(
+                    repo,
+                    approvals,
+                    args.approve or args.reject,
+                    approve=bool(args.approve),
+                    by=args.by,
+                    note=args.note,
+                )
+        finally:
+            approvals.close()
+        if v is None:
+            print(f"rejected {args.reject}: nothing was committed")
+        else:
+            print(f"promoted: committed v{v.version} {v.commit[:10]} ({v.message})")
+        return 0
+    if not args.name or not args.run:
+        raise StratagemError(
+            "review needs NAME and --run RUN_DIR (or one of --approve/--reject/--promote/--list)"
+        )
+    return _run_review(args, repo)
+
+
+def _run_review(args: argparse.Namespace, repo: Any) -> int:
+    from compiler.loop import CompileLoop
+    from compiler.review import PaperCriteria, review
     from feeds.files import read_bars
 
+    bars = read_bars(Path(args.data) if args.data else DEFAULT_DATA)
+    paper_bars = read_bars(Path(args.paper_data)) if args.paper_data else None
     client = _client(args)
+    approvals = _approvals(args)
     try:
         report = review(
-            ArtifactRepo(args.repo, create=False),
+            repo,
             args.name,
             args.run,
             CompileLoop(client, max_attempts=args.max_attempts, judge=not args.no_judge),
-            read_bars(Path(args.data) if args.data else DEFAULT_DATA),
+            bars,
             paper_hours=args.paper_hours,
+            paper_bars=paper_bars,
+            paper_criteria=PaperCriteria(max_refusals=args.max_refusals),
+            approvals=approvals,
         )
     finally:
         client.close()
-    for g in report.gates:
-        print(f"{g.name:9} {g.status:8} {g.detail}")
+        approvals.close()
+    _print_gates(report.gates)
     for i, err in enumerate(report.compile_errors, 1):
         print(f"  attempt {i}: {err}", file=sys.stderr)
+    if report.review_id:
+        print(f"review {report.review_id}: waiting for approval (stratagem review --approve ID)")
     if args.out:
         Path(args.out).write_text(json.dumps(report.as_dict(), indent=1, sort_keys=True) + "\n")
         print(f"wrote {args.out}")
@@ -348,15 +412,30 @@ def register(sub: Any) -> None:
 
     q = sub.add_parser(
         "review",
-        help="review a run's logs and metrics, propose a revision and run it through the gates",
-        description="Gates: schema -> backtest better than the current version on the same held-out "
-        "window -> paper for N hours -> approval. Exit 3 when a gate failed; nothing is committed.",
+        help="review a run, propose a revision, take it through the gates; approve/promote",
+        description="Gates: schema -> backtest better than the current version on the same "
+        "held-out window -> paper trading the last --paper-hours of recorded bars (replayed "
+        "over the bar bus, simulated venue) -> approval. A candidate that passed the first three "
+        "waits for approval (exit 0); `--approve ID` records the decision and promotes it (a new "
+        "head version with every gate in its provenance); `--promote ID` promotes one approved "
+        "elsewhere (API, Telegram). Exit 3 when a gate failed; nothing is committed then.",
     )
-    q.add_argument("name", help="strategy name in --repo")
+    q.add_argument("name", nargs="?", help="strategy name in --repo")
     q.add_argument("--repo", required=True)
-    q.add_argument("--run", required=True, help="a directory written by `stratagem run`")
+    q.add_argument("--run", help="a directory written by `stratagem run`")
     q.add_argument("--data", help="bars for the gate backtests (default: bundled sample)")
-    q.add_argument("--paper-hours", type=int, default=24)
+    q.add_argument("--paper-data", help="recorded bars to paper trade (default: --data)")
+    q.add_argument("--paper-hours", type=float, default=24.0)
+    q.add_argument(
+        "--max-refusals", type=int, default=5, help="risk refusals allowed in the paper window"
+    )
+    q.add_argument("--config", help="service settings TOML (where approvals are kept)")
+    q.add_argument("--approve", metavar="ID", help="approve a pending review and promote it")
+    q.add_argument("--reject", metavar="ID", help="reject a pending review")
+    q.add_argument("--promote", metavar="ID", help="promote a review approved elsewhere")
+    q.add_argument("--list", action="store_true", help="list saved reviews")
+    q.add_argument("--by", default=f"cli:{os.environ.get('USER') or 'user'}", help="who decides")
+    q.add_argument("--note", default="", help="a note kept with the decision")
     q.add_argument("--out", help="write the review report (JSON) here")
     _llm_args(q)
     q.set_defaults(func=cmd_review)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from compiler.llm import (
     LLMConfig,
     LLMOutputError,
     LLMRefusalError,
+    endpoint_class,
     host_class,
     prompt_sha256,
 )
@@ -149,3 +151,51 @@ def test_api_key_never_logged(
 )
 def test_host_class(url: str, cls: str) -> None:
     assert host_class(url) == cls
+
+
+@pytest.mark.parametrize(
+    ("url", "cls"),
+    [
+        ("http://127.0.0.1:8000/v1", "local"),
+        ("http://localhost:11434/v1", "local"),
+        ("http://192.168.1.9:8000/v1", "local"),
+        ("https://api.openai.com/v1", "openai"),
+        ("https://litellm.example.com/v1", "proxy"),
+        ("http://8.8.8.8/v1", "proxy"),
+    ],
+)
+def test_endpoint_class_for_provenance(url: str, cls: str) -> None:
+    assert endpoint_class(url) == cls
+
+
+def test_calls_are_tagged_and_old_logs_gain_the_columns(
+    stub: StubOpenAI, client: LLMClient, tmp_path: Path
+) -> None:
+    stub.add({"body": completion("a")}, {"body": completion("b")})
+    client.complete(MSG)
+    client.conversation_id, client.run_id = "chat-7", "runs/x"
+    client.complete(MSG)
+    rows = client.log.rows()
+    assert [(r["conversation_id"], r["run_id"]) for r in rows] == [
+        (None, None),
+        ("chat-7", "runs/x"),
+    ]
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.execute(
+        "CREATE TABLE llm_calls (id INTEGER PRIMARY KEY AUTOINCREMENT, ts_utc TEXT, day TEXT, "
+        "role TEXT, model TEXT, host_class TEXT, prompt_sha256 TEXT, attempt INTEGER, "
+        "prompt_tokens INTEGER, completion_tokens INTEGER, latency_ms REAL, cost REAL, "
+        "status TEXT, error TEXT)"
+    )
+    db.execute("INSERT INTO llm_calls (day, cost) VALUES ('2026-01-01', 1.5)")
+    db.commit()
+    db.close()
+    log = CallLog(old)
+    try:
+        assert log.spent_on("2026-01-01") == 1.5
+        assert log.rows()[0]["conversation_id"] is None
+        log.record(day="2026-01-01", cost=0.5, conversation_id="c")
+        assert log.spent_on("2026-01-01") == 2.0 and log.rows()[1]["conversation_id"] == "c"
+    finally:
+        log.close()

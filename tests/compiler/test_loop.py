@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 
 from artifacts.graph import check
+from artifacts.schema import SentimentNode
 from compiler.errors import CompileFailedError, CostCeilingError
 from compiler.llm import LLMClient, LLMConfig
 from compiler.loop import CompileLoop, CompileRequest, Gates, direction_problems
 from compiler.stub_server import StubOpenAI, completion, load_script
+from compiler.tools import SentimentSetup
+from compiler.versioning import trace_sha256
 from tests.compiler._helpers import FIXTURES, fixture_json
 
 DRAFTS = fixture_json("drafts.json")
@@ -47,6 +51,16 @@ def test_recovers_from_malformed_and_wrong_drafts(
     assert result.backtest["trades"] >= 1 and result.backtest["bars"] == 900
     assert result.node_turns == {"fast": 4, "slow": 4, "golden": 4}
     assert a.provenance.model == "stub-model" and a.provenance.prompt_sha == result.prompt_sha
+    # typed provenance: endpoint class, the trace hash, the turn and the held-out window
+    assert a.provenance.base_url_class == "local" and a.provenance.conversation_turn == 4
+    assert a.provenance.trace_sha == result.trace_sha == trace_sha256(result.trace)
+    bt = a.provenance.backtest
+    assert bt is not None and (bt.bars, bt.trades) == (900, result.backtest["trades"])
+    assert (bt.window_from_ns, bt.window_to_ns) == (
+        int(bars["ts_ns"][2100]),
+        int(bars["ts_ns"][-1]),
+    )
+    assert result.provenance()["base_url_class"] == "local"
     assert a.provenance.tools == [
         "query_chart",
         "compute_indicator",
@@ -223,3 +237,78 @@ def test_structured_drafts_send_the_artifact_schema(
     assert fmt["json_schema"]["name"] == "stratagem_artifact"
     assert "nodes" in fmt["json_schema"]["schema"]["properties"]
     assert len(stub.requests[0]["tools"]) == 7
+
+
+def test_a_sentiment_node_from_stored_news_reaches_the_artifact(
+    stub: StubOpenAI, client: LLMClient, bars: pl.DataFrame, tmp_path: Path
+) -> None:
+    news = tmp_path / "news.jsonl"
+    ts = bars["ts_ns"].to_list()
+    rows = [
+        {"source": "rss:a", "ts_ns": ts[i] + 7, "symbols": ["BTC/USDT"],
+         "text": "BTC rally strong gains" if i % 2 else "BTC crash fear losses"}
+        for i in range(50, 3000, 100)
+    ]  # fmt: skip
+    news.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sma = {"fn": "SMA", "inputs": ["close"]}
+    stub.add(
+        {
+            "body": completion(
+                tool_calls=[
+                    ("fetch_news_sentiment", {"node_id": "mood", "half_life_bars": 12}),
+                    ("compute_indicator", {"node_id": "fast", **sma, "params": {"period": 10}}),
+                    ("compute_indicator", {"node_id": "slow", **sma, "params": {"period": 30}}),
+                    (
+                        "compose_signal_node",
+                        {
+                            "node_id": "golden",
+                            "node": {
+                                "kind": "cross",
+                                "a": "fast",
+                                "b": "slow",
+                                "direction": "above",
+                            },
+                        },
+                    ),
+                    (
+                        "compose_signal_node",
+                        {
+                            "node_id": "bullish",
+                            "node": {"kind": "threshold", "input": "mood", "op": ">", "value": 0.5},
+                        },
+                    ),
+                    (
+                        "compose_signal_node",
+                        {"node_id": "go", "node": {"kind": "any", "inputs": ["golden", "bullish"]}},
+                    ),
+                ]
+            )
+        },
+        {
+            "body": completion(
+                tool_calls=[
+                    (
+                        "emit_strategy",
+                        {
+                            "name": "mood-cross",
+                            "entry": {"when": "go", "side": "long"},
+                            "exit": {"stop_loss": {"pct": 2}, "take_profit": [{"r": 2}]},
+                        },
+                    )
+                ]
+            )
+        },
+        {"body": APPROVE},
+    )
+    req = _req(bars, turn=1, news_path=news, sentiment=SentimentSetup("lexicon"))
+    result = CompileLoop(client).run(req)
+    mood = result.artifact.nodes["mood"]
+    assert isinstance(mood, SentimentNode) and mood.backend == "lexicon"
+    assert mood.symbols == ["BTC/USDT"] and mood.half_life_bars == 12
+    assert "fetch_news_sentiment" in result.artifact.provenance.tools
+    assert result.node_turns["mood"] == 1
+    obs = json.loads(
+        next(m for m in stub.requests[1]["messages"] if m["role"] == "tool")["content"]
+    )
+    assert obs["items_visible"] == 21 and obs["items_used"] == 21  # in-sample news only
+    assert obs["bars"] == 2100

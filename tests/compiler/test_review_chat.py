@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from artifacts.io import dump, loads
+from artifacts.io import content_hash, dump, loads
 from compiler.chat import ChatSession, run_terminal
 from compiler.errors import CompilerError
 from compiler.llm import LLMClient
@@ -55,7 +55,7 @@ def test_summarize_run_reads_a_real_run(repo: ArtifactRepo, tmp_path: Path) -> N
         summarize_run(tmp_path)
 
 
-def test_review_gates(
+def test_review_gates_without_an_approvals_store(
     repo: ArtifactRepo, stub: StubOpenAI, client: LLMClient, bars: pl.DataFrame, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
@@ -65,7 +65,7 @@ def test_review_gates(
     )
     stub.add({"body": completion(json.dumps(_faster()))}, {"body": APPROVE})
     report = review(
-        repo, "sma-trend", run_dir, CompileLoop(client, plan=False), bars, paper_hours=12
+        repo, "sma-trend", run_dir, CompileLoop(client, plan=False), bars, paper_hours=120
     )
     assert [g.name for g in report.gates] == ["schema", "backtest", "paper", "approval"]
     assert report.candidate is not None and report.candidate.version == 2
@@ -75,13 +75,15 @@ def test_review_gates(
     better = _score(backtest_summary(report.candidate, held)) > _score(
         backtest_summary(current, held)
     )
-    assert report.gates[1].status == ("passed" if better else "failed")
-    assert report.gates[2].status == ("pending" if better else "skipped")
-    assert not report.promotable  # paper and approval never pass automatically
+    assert better and report.gates[1].status == "passed"
+    assert report.gates[2].status == "passed" and report.paper["window_bars"] == 120
+    assert report.gates[3].status == "pending" and "no approvals store" in report.gates[3].detail
+    assert not report.promotable and report.review_id is None
     assert "Review the running strategy" in stub.requests[0]["messages"][1]["content"]
     stub.add(*[{"body": completion("{nope")}] * 3)
     failed = review(repo, "sma-trend", run_dir, CompileLoop(client, plan=False), bars)
     assert failed.gates[0].status == "failed" and len(failed.compile_errors) == 3
+    assert [g.status for g in failed.gates[1:]] == ["skipped"] * 3
     assert json.loads(json.dumps(failed.as_dict()))["candidate"] is None
 
 
@@ -89,9 +91,10 @@ def test_chat_session_propose_accept_reject(
     stub: StubOpenAI, client: LLMClient, bars: pl.DataFrame, tmp_path: Path
 ) -> None:
     repo = ArtifactRepo(tmp_path / "repo")
-    chat = ChatSession(CompileLoop(client), repo, "BTC/USDT", "1h", bars)
+    chat = ChatSession(CompileLoop(client), repo, "BTC/USDT", "1h", bars, conversation_id="tg-42")
     stub.add({"body": completion(json.dumps(DRAFTS["good"]))}, {"body": APPROVE})
     reply = chat.send("sma cross please")
+    assert {r["conversation_id"] for r in client.log.rows()} == {"tg-42"}
     assert reply.result is not None and "+name: sma-trend" in reply.diff
     with pytest.raises(CompilerError, match="nothing to reject"):
         ChatSession(CompileLoop(client), repo, "BTC/USDT", "1h", bars).reject()
@@ -102,6 +105,10 @@ def test_chat_session_propose_accept_reject(
     assert "-      period: 10" in reply.diff and "+      period: 5" in reply.diff
     chat.accept()
     assert repo.blame("sma-trend", "fast").turn == 2 and repo.blame("sma-trend", "slow").turn == 0
+    prov = repo.artifact_at("sma-trend", "2").provenance
+    assert prov.conversation_turn == 2 and prov.base_url_class == "local"
+    assert prov.backtest is not None and prov.backtest.bars == 900  # the held-out 30 %
+    assert prov.parent == content_hash(repo.artifact_at("sma-trend", "1"))
     stub.add(*[{"body": completion("{")}] * 3)
     assert "compile failed" in chat.send("break it").text
     with pytest.raises(CompilerError, match="nothing to accept"):

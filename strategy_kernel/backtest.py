@@ -157,6 +157,8 @@ def run_backtest(
     sk = StrategyKernel(
         artifact, graph, session_id=session_id, timeframe_ns=tf_ns, base_dir=base_dir
     )
+    if items:  # sentiment nodes see each item only from the first bar close at or after it
+        sk.dag.on_items(items)
     if n < sk.warmup + 1:
         raise BacktestError(
             f"{n} bars is not enough: the strategy needs {sk.warmup} warm-up bars plus at least one to trade; "

@@ -58,6 +58,8 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     funding_interval_ns: int = 8 * NS_PER_HOUR
     funding_rate_ppb: int = 0
     latency_ns: int = 0
+    ack_latency_ns: int = 0
+    fill_latency_ns: int = 0
 
 
 class KernelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -115,6 +117,8 @@ class KernelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             funding_interval_ns=v.funding_interval_ns,
             funding_rate_ppb=v.funding_rate_ppb,
             latency_ns=v.latency_ns,
+            ack_latency_ns=v.ack_latency_ns,
+            fill_latency_ns=v.fill_latency_ns,
         )
 
     def risk(self) -> RiskLimits | None:

@@ -68,6 +68,10 @@ MAX_TS: Final = 2**63 - 1
 MAX_BAR_INTERVAL_NS: Final = 366 * 86_400 * 1_000_000_000
 _NO_BAR: Final = -(2**62)
 _NO_BAR_FILL: Final = -(2**62)
+#: Events the kernel itself produces (answered at once, no venue round trip).
+_KERNEL_EVENTS: Final = (m.OrderDenied, m.CommandDenied, m.TimerFired, m.Heartbeat, m.ResendRequest)
+#: Most slices one TWAP schedule may have.
+MAX_SLICES: Final = 10_000
 #: Inbound log records starting with this prefix are venue reconciliations (`reconcile.py`),
 #: replayed by `recover` so the state after a reconciliation is reproduced too.
 RECON_RECORD_PREFIX: Final = b"\x00stratagem-recon\x00"
@@ -93,6 +97,15 @@ class _Order:
     final_fees: int = 0
     last_fill_ts: int = _NO_BAR_FILL  # bar ts of the latest fill (same-bar bracket rule)
     last_fill_at_open: bool = False  # was that fill at the bar's opening price?
+    # --- TWAP / interval schedules (timers as plain data, never callbacks) ---
+    parent: _Order | None = None  # set on a schedule's slice: its parent order
+    slices: list[_Order] = field(default_factory=list)  # set on a schedule's parent
+    sched_start: int = 0  # ts_ns of the parent's submission; slice j is due at start + j*interval
+    sched_placed: int = 0  # slices placed so far (the next one is due at start + placed*interval)
+    closing: bool = False  # the parent is being cancelled: its slices go first
+    # --- iceberg (display_qty) and queue priority at the simulated venue ---
+    priority: int = 0  # place in the venue queue: submission order, renewed by each refill
+    clip_left: int = 0  # lots left of the displayed clip (iceberg only)
 
 
 @dataclass(slots=True)
@@ -166,10 +179,15 @@ class OrderKernel:
         self.log = log
         self.risk_limits = risk or RiskLimits()
         self._risk = RiskGate(self.risk_limits, self.instruments)
+        self._daily_loss_on = self.risk_limits.max_daily_loss is not None
         self._sym_index = {s: i for i, s in enumerate(self.instruments)}
-        self.machine = OrderMachine(capacity, len(self.instruments))
+        # one extra position column: a sink for the fills mirrored onto TWAP parents (their
+        # slices carry the real position), so the parent's lifecycle still runs through the table
+        self._sink = len(self.instruments)
+        self.machine = OrderMachine(capacity, len(self.instruments) + 1)
         self._orders: dict[str, _Order] = {}
         self._open: dict[str, _Order] = {}  # insertion (= submission) order
+        self._sched_open: dict[str, _Order] = {}  # open TWAP parents, submission order
         self._by_slot: dict[int, _Order] = {}
         self._oco_ids: dict[str, int] = {}
         self._oco_done: set[str] = set()  # groups in which a member has filled: closed
@@ -185,6 +203,18 @@ class OrderKernel:
         self._resend_upto = -1
         self._sent: deque[m.Event] = deque(maxlen=resend_buffer)
         self._now = 0
+        # latency model (SimVenue ack/fill delays): venue reports wait here until the clock
+        # reaches their ts_ns; one ordered channel, so nothing overtakes an earlier event
+        self._delayed = venue.ack_latency_ns > 0 or venue.fill_latency_ns > 0
+        self._held: deque[m.Event] = deque()
+        self._last_visible = 0
+        self._delivered_seq = 0
+        self._in_bar = False
+        self._queue_seq = 0  # venue queue positions (submissions and iceberg refills)
+        #: With keep_encoded (the server), `last_encoded` holds the msgpack bytes of the events
+        #: the last call returned, encoded once for both the log and the wire.
+        self.keep_encoded = False
+        self.last_encoded: list[bytes] = []
         self._out: list[m.Event] = []
         self._matching: m.MarketBar | None = None  # the bar being matched, if any
         self._same_bar: list[tuple[_Order, bool]] = []  # bracket children placed in it
@@ -237,9 +267,17 @@ class OrderKernel:
             return self._finish()
         if isinstance(cmd, m.MarketBar):  # market data: not part of the session's sequence
             self._now = cmd.ts_ns
-            self._on_bar(cmd)
+            if self._held:
+                self._release()
+            self._in_bar = True
+            try:
+                self._on_bar(cmd)
+            finally:
+                self._in_bar = False
             return self._finish()
         self._now = cmd.ts_ns
+        if self._held:
+            self._release()
         if cmd.session_id != self.session_id:
             self._deny_cmd(
                 cmd, Reason.UNKNOWN_SESSION, f"this kernel serves session {self.session_id!r}"
@@ -248,10 +286,28 @@ class OrderKernel:
         self._sequence(cmd)
         return self._finish()
 
+    def _release(self) -> None:
+        """Deliver held venue reports whose (delayed) ts_ns the clock has reached, in order."""
+        held = self._held
+        while held and held[0].ts_ns <= self._now:
+            ev = held.popleft()
+            self._out.append(ev)
+            self._sent.append(ev)
+            self._delivered_seq = ev.seq
+
     def _finish(self) -> list[m.Event]:
+        if self._held:
+            self._release()
         out = self._out
         self._out = []
-        if self.log is not None:
+        if self.keep_encoded:
+            raws = [m.encode(ev) for ev in out]
+            self.last_encoded = raws
+            if self.log is not None:
+                for ev, raw in zip(out, raws, strict=True):
+                    if not ev.possible_duplicate:
+                        self.log.append_outbound(raw, seq=ev.seq)
+        elif self.log is not None:
             for ev in out:
                 if not ev.possible_duplicate:
                     self.log.append_outbound(m.encode(ev), seq=ev.seq)
@@ -295,9 +351,20 @@ class OrderKernel:
 
     def _emit(self, cls: type[Any], **fields: Any) -> Any:
         self._out_seq += 1
-        ev = cls(session_id=self.session_id, seq=self._out_seq, ts_ns=self._now, **fields)
+        ts = self._now
+        if self._delayed:
+            if cls not in _KERNEL_EVENTS:  # a venue report travels back to us
+                v = self.venue
+                ts += v.fill_latency_ns if self._in_bar else v.latency_ns + v.ack_latency_ns
+            ts = max(ts, self._last_visible)  # one ordered channel: nothing overtakes
+            self._last_visible = ts
+        ev = cls(session_id=self.session_id, seq=self._out_seq, ts_ns=ts, **fields)
+        if self._held or ts > self._now:
+            self._held.append(ev)
+            return ev
         self._out.append(ev)
         self._sent.append(ev)
+        self._delivered_seq = ev.seq
         return ev
 
     def _deny_cmd(self, cmd: m.Command, reason: Reason, detail: str) -> None:
@@ -359,9 +426,12 @@ class OrderKernel:
             o.final_trigger = int(self.machine.orders[F_TRIGGER, o.slot])
             o.final_fees = int(self.machine.orders[F_FEES, o.slot])
             self._open.pop(o.cmd.client_order_id, None)
+            self._sched_open.pop(o.cmd.client_order_id, None)
             self._by_slot.pop(o.slot, None)
             self.machine.release(o.slot)
             o.slot = -1
+            if o.parent is not None:
+                self._check_schedule_done(o.parent)
 
     # ================================================================ positions / equity
 
@@ -508,10 +578,50 @@ class OrderKernel:
                             Reason.INVALID_PRICE,
                             f"bracket.take_profits[{k}].price {leg.price} is on the wrong side of entry {entry} for a {cmd.side.name}",
                         )
+        if cmd.schedule is not None:
+            return self._validate_schedule(cmd)
         return None
 
-    def _submit(self, cmd: m.SubmitOrder, *, internal: bool) -> _Order | None:
-        """Create, gate and send one order. `internal`: placed by the kernel (bracket, flatten)."""
+    def _validate_schedule(self, cmd: m.SubmitOrder) -> tuple[Reason, str] | None:
+        """A TWAP parent: N >= 1 slices of at least one lot each, a positive interval, and only
+        what a slice can carry (MARKET or LIMIT; no bracket, OCO, trailing or display qty)."""
+        sc = cmd.schedule
+        assert sc is not None
+        if cmd.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            return (
+                Reason.INVALID_QTY,
+                f"schedule needs a MARKET or LIMIT order, not {cmd.order_type.name}",
+            )
+        if not 1 <= sc.slices <= min(cmd.qty, MAX_SLICES):
+            return (
+                Reason.INVALID_QTY,
+                f"schedule.slices={sc.slices}: must be in 1..min(qty={cmd.qty}, {MAX_SLICES}) "
+                "so that every slice has at least one lot",
+            )
+        if sc.interval_ns <= 0 or self._now + (sc.slices - 1) * sc.interval_ns > MAX_TS:
+            return (
+                Reason.INVALID_DEADLINE,
+                f"schedule.interval_ns={sc.interval_ns}: must be > 0 and the window must end "
+                "before 2**63 ns",
+            )
+        for name, bad in (
+            ("bracket", cmd.bracket is not None),
+            ("oco_group", cmd.oco_group is not None),
+            ("trailing", cmd.trailing is not None),
+            ("display_qty", cmd.display_qty is not None),
+        ):
+            if bad:
+                return (
+                    Reason.INVALID_QTY,
+                    f"schedule cannot be combined with {name}; submit the slices yourself",
+                )
+        return None
+
+    def _submit(
+        self, cmd: m.SubmitOrder, *, internal: bool, parent: _Order | None = None
+    ) -> _Order | None:
+        """Create, gate and send one order. `internal`: placed by the kernel (bracket, flatten,
+        TWAP slice); `parent`: the TWAP parent of a slice."""
         cid = cmd.client_order_id
         refusal = self._validate(cmd)
         if refusal is None and self._kill and not internal:
@@ -529,20 +639,32 @@ class OrderKernel:
                 position=self._pos(cmd.symbol),
                 open_orders=len(self._open),
                 ts_ns=self._now,
-                equity=self._equity(),
+                # Decimal equity costs µs per call: only the daily-loss stop needs it
+                equity=self._equity() if self._daily_loss_on else Decimal(0),
                 reduce_only=cmd.reduce_only,
             )
         if refusal is None and self.machine.free_slots == 0:
             refusal = Reason.BOOK_FULL, f"all {self.machine.capacity} slots hold open orders"
         if refusal is not None and self.machine.free_slots == 0:
             # No slot to run DENY through: record the denial without a machine record.
-            o = _Order(cmd=cmd, slot=-1, order_seq=-1, venue_order_id="", final_state=S.DENIED)
+            o = _Order(
+                cmd=cmd,
+                slot=-1,
+                order_seq=-1,
+                venue_order_id="",
+                final_state=S.DENIED,
+                parent=parent,
+            )
             self._orders[cid] = o
+            if parent is not None:
+                parent.slices.append(o)
             o.response.append(
                 self._emit(m.OrderDenied, client_order_id=cid, reason=refusal[0], detail=refusal[1])
             )
             return None
         sym = self._sym_index.get(cmd.symbol, 0)
+        if cmd.schedule is not None and refusal is None:
+            sym = self._sink  # a parent's mirrored fills must not move the position twice
         flags = (FLAG_POST_ONLY if cmd.post_only else 0) | (
             FLAG_REDUCE_ONLY if cmd.reduce_only else 0
         )
@@ -569,9 +691,17 @@ class OrderKernel:
             order_seq=order_seq,
             venue_order_id=f"SIM-{order_seq}",
             arrival_ts=self._now + self.venue.latency_ns,
+            parent=parent,
+            sched_start=self._now,
         )
         self._orders[cid] = o
         self._by_slot[slot] = o
+        self._queue_seq += 1
+        o.priority = self._queue_seq
+        if cmd.display_qty is not None:
+            o.clip_left = min(cmd.display_qty, cmd.qty)
+        if parent is not None:
+            parent.slices.append(o)
         if refusal is not None:
             self._must(o, E.DENY)
             o.response.append(
@@ -599,14 +729,11 @@ class OrderKernel:
         o.response.append(
             self._emit(m.OrderAccepted, client_order_id=cid, venue_order_id=o.venue_order_id)
         )
+        if cmd.schedule is not None:
+            self._sched_open[cid] = o
         return o
 
     def _venue_check_new(self, cmd: m.SubmitOrder) -> tuple[Reason, str] | None:
-        if cmd.schedule is not None:
-            return (
-                Reason.VENUE_REJECTED,
-                "SimVenue does not support TWAP schedules yet; submit the slices as orders",
-            )
         if cmd.post_only and cmd.price is not None:
             close = self._last_close.get(cmd.symbol)
             if close is not None and SimVenue.crosses(cmd.side, cmd.price, close):
@@ -645,7 +772,11 @@ class OrderKernel:
         self._venue_cancel(o, Reason.OK, "")
 
     def _venue_cancel(self, o: _Order, reason: Reason, detail: str) -> None:
-        """The venue confirms a cancel (solicited after CANCEL, or unsolicited)."""
+        """The venue confirms a cancel (solicited after CANCEL, or unsolicited). A TWAP
+        parent cancels its outstanding slices first, then itself."""
+        if o.cmd.schedule is not None:
+            o.closing = True
+            self._cancel_slices(o, f"parent {o.cmd.client_order_id} cancelled")
         self._must(o, E.CANCEL_ACK)
         self._emit(
             m.OrderCancelled, client_order_id=o.cmd.client_order_id, reason=reason, detail=detail
@@ -679,7 +810,21 @@ class OrderKernel:
         o = self._lookup(cmd)
         if o is None:
             return
+        if o.cmd.schedule is not None:
+            self._deny_cmd(
+                cmd,
+                Reason.INVALID_TRANSITION,
+                f"{o.cmd.client_order_id!r} is a TWAP parent; cancel it and submit a new schedule",
+            )
+            return
         orders = self.machine.orders
+        if o.parent is not None and cmd.qty is not None and cmd.qty != int(orders[F_QTY, o.slot]):
+            self._deny_cmd(
+                cmd,
+                Reason.INVALID_QTY,
+                f"{o.cmd.client_order_id!r} is a TWAP slice; its qty is fixed by the schedule",
+            )
+            return
         ot = o.cmd.order_type
         qty = int(orders[F_QTY, o.slot]) if cmd.qty is None else cmd.qty
         price = int(orders[F_PRICE, o.slot]) if cmd.price is None else cmd.price
@@ -823,8 +968,8 @@ class OrderKernel:
         self._emit(m.Heartbeat)
 
     def _on_resend(self, cmd: m.ResendRequest) -> None:
-        end = cmd.end_seq or self._out_seq
-        oldest = self._sent[0].seq if self._sent else self._out_seq + 1
+        end = cmd.end_seq or self._delivered_seq
+        oldest = self._sent[0].seq if self._sent else self._delivered_seq + 1
         if cmd.begin_seq < 1 or cmd.begin_seq > end:
             self._deny_cmd(cmd, Reason.SEQ_GAP, f"bad range {cmd.begin_seq}..{cmd.end_seq}")
             return
@@ -880,9 +1025,11 @@ class OrderKernel:
                 f"bar {sym} @ {bar.ts_ns} is not after the previous bar @ {last}",
             )
             return
-        self._risk.roll_day(bar.ts_ns, self._equity())
+        if self._daily_loss_on:
+            self._risk.roll_day(bar.ts_ns, self._equity())
         self._fire_timers(bar.ts_ns)
         self._check_heartbeat(bar.ts_ns)
+        self._fire_slices(bar.ts_ns)
         orders = self.machine.orders
         eligible = [
             o
@@ -901,16 +1048,30 @@ class OrderKernel:
                 self._must(o, E.EXPIRE)
                 self._emit(m.OrderExpired, client_order_id=o.cmd.client_order_id)
                 self._after_terminal(o)
-        # orders still travelling to the venue (latency model) wait for a later bar
-        eligible = [o for o in eligible if o.final_state is None and o.arrival_ts <= bar.ts_ns]
-        eligible.sort(key=self._match_class)  # stable: submission order within a class
+        # orders still travelling to the venue (latency model) wait for a later bar; TWAP
+        # parents never trade themselves (their slices do)
+        eligible = [
+            o
+            for o in eligible
+            if o.final_state is None and o.arrival_ts <= bar.ts_ns and o.cmd.schedule is None
+        ]
+        # by class, then venue queue position (submission order; an iceberg refill goes last)
+        eligible.sort(key=lambda o: (self._match_class(o), o.priority))
         budget = [self.venue.volume_budget(bar)]
         self._matching = bar
         self._same_bar = []
         try:
-            for o in eligible:
-                if o.final_state is None:
-                    self._match(o, bar, budget)
+            queue = deque(eligible)
+            while queue:
+                o = queue.popleft()
+                # an iceberg whose clip filled refills at the back of this bar's queue
+                if (
+                    o.final_state is None
+                    and self._match(o, bar, budget)
+                    and o.final_state is None
+                    and (budget[0] is None or budget[0] > 0)
+                ):
+                    queue.append(o)
             live_children = self._match_same_bar_children(bar, budget)
         finally:
             self._matching = None
@@ -976,10 +1137,11 @@ class OrderKernel:
 
     def _match(
         self, o: _Order, bar: m.MarketBar, budget: list[int | None], *, intrabar: bool = False
-    ) -> None:
+    ) -> bool:
         """One order against one bar, per the SimVenue rules (see venues/sim.py). `intrabar`:
         the order went live inside the bar (a bracket stop after an intrabar entry), so its
-        trigger price is the stop itself, not the worse of open and stop."""
+        trigger price is the stop itself, not the worse of open and stop. Returns True when an
+        iceberg's displayed clip filled and was refilled (rule 16)."""
         orders = self.machine.orders
         side = o.cmd.side
         ot = o.cmd.order_type
@@ -1003,7 +1165,7 @@ class OrderKernel:
                 else SimVenue.trigger_price(side, stop, bar)
             )
             if tp is None:
-                return
+                return False
             opportunity = True
             at_open = tp == bar.open and not intrabar
             self._must(o, E.TRIGGER)
@@ -1018,7 +1180,7 @@ class OrderKernel:
                     self._venue_cancel(
                         o, Reason.POST_ONLY_WOULD_TAKE, f"open {bar.open} crosses limit {limit}"
                     )
-                    return
+                    return False
                 price = bar.open
                 at_open = True
             elif not (immediate and first):
@@ -1026,6 +1188,7 @@ class OrderKernel:
                 maker = True
                 at_open = price == bar.open
         qty = 0
+        refilled = False
         if price is not None:
             leaves = self.machine.leaves(o.slot)
             qty = leaves
@@ -1033,8 +1196,11 @@ class OrderKernel:
                 pos = self._pos(o.cmd.symbol)
                 if pos == 0 or (pos > 0) == (side is Side.BUY):
                     self._venue_cancel(o, Reason.REDUCE_ONLY_VIOLATION, f"position is {pos} lots")
-                    return
+                    return False
                 qty = min(qty, abs(pos))
+            iceberg = maker and o.cmd.display_qty is not None
+            if iceberg:  # only the displayed clip rests at the touch
+                qty = min(qty, o.clip_left)
             if budget[0] is not None:
                 qty = min(qty, budget[0])
             if o.cmd.tif is TimeInForce.FOK and qty < leaves:
@@ -1046,13 +1212,21 @@ class OrderKernel:
                     Reason.INVALID_QTY,
                     f"fill of {qty} x {price} exceeds the int64 notional range",
                 )
-                return
+                return False
             if qty > 0:
                 if budget[0] is not None:
                     budget[0] -= qty
                 o.last_fill_ts = bar.ts_ns
                 o.last_fill_at_open = at_open
                 self._fill(o, qty, price, maker)
+                if iceberg and o.final_state is None:
+                    o.clip_left -= qty
+                    if o.clip_left <= 0:  # refill: a new clip, last in the venue's queue
+                        assert o.cmd.display_qty is not None
+                        o.clip_left = min(o.cmd.display_qty, self.machine.leaves(o.slot))
+                        self._queue_seq += 1
+                        o.priority = self._queue_seq
+                        refilled = True
         if immediate and opportunity and o.final_state is None:
             if o.cmd.tif is TimeInForce.FOK:
                 self._venue_cancel(
@@ -1062,6 +1236,7 @@ class OrderKernel:
                 )
             else:
                 self._venue_cancel(o, Reason.OK, "IOC remainder")
+        return refilled
 
     def _fill(
         self,
@@ -1098,6 +1273,10 @@ class OrderKernel:
             filled_qty=filled,
         )
         self._position_event(o.cmd.symbol)
+        p = o.parent
+        if p is not None and p.final_state is None:
+            # the parent's filled qty is the sum of its slices': mirror the fill (sink position)
+            self._must(p, E.FILL_FULL, qty=qty, price=price, fee=fee)
         # OCO: any fill of a member cancels its open siblings (so two never both fill).
         if o.cmd.oco_group is not None:
             self._oco_done.add(o.cmd.oco_group)
@@ -1118,9 +1297,13 @@ class OrderKernel:
                     )
 
     def _after_terminal(self, o: _Order) -> None:
-        """Release a finished order; a bracket parent with fills places its exit orders."""
+        """Release a finished order; a bracket parent with fills places its exit orders; a
+        TWAP parent that ended (expired, filled) leaves no slice working."""
         filled = int(self.machine.orders[F_FILLED, o.slot])
         self._finalize_if_terminal(o)
+        if o.cmd.schedule is not None:
+            o.closing = True
+            self._cancel_slices(o, f"parent {o.cmd.client_order_id} is {self._state(o).name}")
         if o.cmd.bracket is not None and filled > 0:
             self._place_bracket(o, filled)
 
@@ -1171,6 +1354,104 @@ class OrderKernel:
             bar = self._matching
             if placed is not None and bar is not None and parent.last_fill_ts == bar.ts_ns:
                 self._same_bar.append((placed, parent.last_fill_at_open))
+
+    # ================================================================ TWAP / interval schedules
+
+    def _cancel_slices(self, parent: _Order, detail: str) -> None:
+        for s in parent.slices:
+            if s.final_state is None and self._step(s, E.CANCEL) is Reason.OK:
+                self._venue_cancel(s, Reason.OK, detail)
+
+    def _check_schedule_done(self, parent: _Order) -> None:
+        """After a slice finished: a parent whose mirrored fills reached its qty is FILLED; a
+        parent whose every slice was placed and finished short of it is cancelled (the
+        unfilled remainder is reported in the detail)."""
+        if parent.final_state is not None or parent.closing:
+            return
+        if self.machine.state(parent.slot) is S.FILLED:
+            self._after_terminal(parent)
+            return
+        sc = parent.cmd.schedule
+        assert sc is not None
+        if parent.sched_placed < sc.slices or any(s.final_state is None for s in parent.slices):
+            return
+        if self._step(parent, E.CANCEL) is Reason.OK:
+            filled = int(self.machine.orders[F_FILLED, parent.slot])
+            self._venue_cancel(
+                parent,
+                Reason.OK,
+                f"schedule finished: {filled} of {parent.cmd.qty} lots filled by its slices",
+            )
+
+    @staticmethod
+    def slice_qty(qty: int, slices: int, index: int) -> int:
+        """Lots of slice `index` (0-based): qty // slices each, the last one also takes the
+        rounding remainder."""
+        base = qty // slices
+        return qty - base * (slices - 1) if index == slices - 1 else base
+
+    @staticmethod
+    def slice_id(parent_id: str, index: int) -> str:
+        """Deterministic child id of slice `index` (0-based): `<parent>.s<index+1>`."""
+        return f"{parent_id}.s{index + 1}"
+
+    def _fire_slices(self, ts_ns: int) -> None:
+        """Place every slice due strictly before `ts_ns` (the bar's open), ordered by due time,
+        then parent submission, then index; placed slices are live in this bar."""
+        due: list[tuple[int, int, int, _Order]] = []
+        for p in self._sched_open.values():
+            sc = p.cmd.schedule
+            if sc is None or p.final_state is not None:
+                continue
+            if p.cmd.expire_ts_ns is not None and p.cmd.expire_ts_ns <= ts_ns:
+                continue  # expires at this bar (GTD): no new slice
+            j = p.sched_placed
+            while j < sc.slices and p.sched_start + j * sc.interval_ns < ts_ns:
+                due.append((p.sched_start + j * sc.interval_ns, p.order_seq, j, p))
+                j += 1
+        due.sort(key=lambda d: d[:3])
+        touched: list[_Order] = []
+        for _, _, j, p in due:
+            if p.final_state is not None or p.closing:
+                continue
+            self._place_slice(p, j)
+            if p not in touched:
+                touched.append(p)
+        for p in touched:
+            self._check_schedule_done(p)
+
+    def _place_slice(self, p: _Order, j: int) -> None:
+        pc = p.cmd
+        sc = pc.schedule
+        assert sc is not None
+        p.sched_placed = j + 1
+        cid = self.slice_id(pc.client_order_id, j)
+        if cid in self._orders:
+            self._emit(
+                m.OrderDenied,
+                client_order_id=cid,
+                reason=Reason.DUPLICATE_CLIENT_ORDER_ID,
+                detail=f"slice id of schedule {pc.client_order_id!r} already used by another order",
+            )
+            return
+        child = m.SubmitOrder(
+            session_id=self.session_id,
+            seq=pc.seq,
+            ts_ns=self._now,
+            client_order_id=cid,
+            symbol=pc.symbol,
+            side=pc.side,
+            order_type=pc.order_type,
+            qty=self.slice_qty(pc.qty, sc.slices, j),
+            price=pc.price,
+            tif=pc.tif,
+            expire_ts_ns=pc.expire_ts_ns,
+            post_only=pc.post_only,
+            reduce_only=pc.reduce_only,
+            venue_hint=pc.venue_hint,
+            tag=f"s{j + 1}",
+        )
+        self._submit(child, internal=True, parent=p)
 
     def _funding(self, bar: m.MarketBar) -> None:
         sym = bar.symbol
@@ -1259,13 +1540,26 @@ class OrderKernel:
     def last_seq(self) -> int:
         return self._out_seq
 
+    @property
+    def now_ns(self) -> int:
+        """The session's clock: ts_ns of the last input it processed (0 before any)."""
+        return self._now
+
+    def venue_order_ids(self) -> dict[str, str]:
+        """client_order_id -> symbol of the open orders that live at the venue (TWAP parents
+        live in the kernel only), for `CcxtVenue.snapshot` before a reconciliation."""
+        return {cid: o.cmd.symbol for cid, o in self._open.items() if o.cmd.schedule is None}
+
     def state_digest(self) -> bytes:
         """A canonical snapshot of everything that determines future behaviour (for recovery tests)."""
         snap = (
             self.machine.orders.tobytes(),
             self.machine.positions.tobytes(),
             self.machine.counters.tobytes(),
-            [(cid, o.final_state, o.slot, o.n_fills) for cid, o in self._orders.items()],
+            [
+                (cid, o.final_state, o.slot, o.n_fills, o.sched_placed, o.priority, o.clip_left)
+                for cid, o in self._orders.items()
+            ],
             list(self._open),
             sorted((t.timer_id, t.fire_ts_ns, t.reg) for t in self._timers.values()),
             sorted(self._last_bar_ts.items()),
@@ -1281,6 +1575,8 @@ class OrderKernel:
             self._silence_handled,
             self._risk.snapshot(),
             self.venue.rng_state(),
+            [m.encode(ev) for ev in self._held],
+            self._last_visible,
         )
         return repr(snap).encode()
 

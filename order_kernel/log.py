@@ -248,6 +248,16 @@ class OrderLog:
             os.fsync(self._fh.fileno())
         self._unsynced = 0
 
+    def handoff_sync(self) -> int | None:
+        """Flush to the OS and count every record so far as synced by the caller, who fsyncs
+        the returned file descriptor (e.g. on a background thread: `os.fsync` releases the
+        GIL). None when the log is closed."""
+        if self._fh is None:
+            return None
+        self._fh.flush()
+        self._unsynced = 0
+        return self._fh.fileno()
+
     def close(self) -> None:
         if self._fh is not None:
             self.sync()

@@ -113,6 +113,8 @@ def apply_batch(
 
     The whole transition lives in this one loop body (no inner calls): passing arrays to an
     inner numba function costs reference counting per call, ~10x the work of a transition.
+    Events whose table entry has no action (SUBMIT, ACCEPT, CANCEL_ACK, ...) take a short path
+    that moves only the state and skips loading the per-event fields.
     """
     refused = 0
     applied = 0
@@ -121,10 +123,6 @@ def apply_batch(
     for i in range(slots.shape[0]):
         slot = slots[i]
         event = events[i]
-        qty = qtys[i]
-        price = prices[i]
-        trigger = triggers[i]
-        fee = fees[i]
         if slot < 0 or slot >= n_slots or event < 0 or event >= _N_EVENTS:
             refused += 1
             out_reasons[i] = (
@@ -134,11 +132,25 @@ def apply_batch(
             continue
         state = orders[F_STATE, slot]
         ev = event
+        qty = qtys[i]
         if ev == _E_FILL_PARTIAL or ev == _E_FILL_FULL:  # noqa: SIM109 (numba: no tuple)
             leaves = orders[F_QTY, slot] - orders[F_FILLED, slot]
             ev = _E_FILL_FULL if qty >= leaves else _E_FILL_PARTIAL
         reason = int(reasons[state, ev])
         act = int(actions[state, ev])
+        if reason == 0 and act == 0 and ev != _E_AMEND and ev != _E_TRIGGER:
+            # fast path (SUBMIT, ACCEPT, CANCEL_ACK, ...): only the state moves
+            nxt = int(next_state[state, ev])
+            if nxt == _PREV:
+                nxt = orders[F_PREV_STATE, slot]
+            orders[F_STATE, slot] = nxt
+            applied += 1
+            out_reasons[i] = 0
+            out_states[i] = nxt
+            continue
+        price = prices[i]
+        trigger = triggers[i]
+        fee = fees[i]
         if reason == 0 and act & _A_APPLY_FILL:
             if qty <= 0:
                 reason = _R_INVALID_QTY
@@ -274,8 +286,12 @@ _REASON_OF: Final = {int(r): r for r in Reason}
 
 
 def new_orders(capacity: int) -> I64:
-    """An empty order store: every slot INITIALIZED, no OCO group."""
-    orders = np.zeros((N_FIELDS, capacity), dtype=np.int64)
+    """An empty order store: every slot INITIALIZED, no OCO group.
+
+    Indexed `orders[FIELD, slot]` like a struct of arrays, but laid out slot-major in memory
+    (the transpose of a C-contiguous (capacity, N_FIELDS) array): one order's fields share two
+    or three cache lines, so an event touches ~3 lines instead of one line per field."""
+    orders = np.zeros((capacity, N_FIELDS), dtype=np.int64).T
     orders[F_OCO, :] = -1
     return orders
 

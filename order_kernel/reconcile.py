@@ -211,6 +211,8 @@ def _plan(
         note(Resolution.APPLIED, kind, o, st, vdesc, detail)
 
     for cid, o in kernel._orders.items():  # submission order: deterministic
+        if o.cmd.schedule is not None:
+            continue  # a TWAP parent lives in the kernel only; its slices are the venue's orders
         st, qty, filled, cost, fees = _ours(kernel, o)
         vo = venue.get(cid)
         if vo is None:
@@ -447,6 +449,8 @@ def snapshot_from_kernel(kernel: OrderKernel, ts_ns: int) -> VenueSnapshot:
     }
     orders: list[VenueOrder] = []
     for o in kernel._orders.values():
+        if o.cmd.schedule is not None:
+            continue  # kernel-side TWAP parent: a venue only sees its slices
         st, _qty, filled, cost, fees = _ours(kernel, o)
         vs = status_of[st]
         if vs is VenueOrderStatus.OPEN and filled:

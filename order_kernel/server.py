@@ -19,12 +19,14 @@ nothing it returns reaches a log.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Final, Protocol, TextIO
 
 import msgspec
 import zmq
@@ -35,9 +37,66 @@ from order_kernel import wire
 from order_kernel.config import KernelConfig
 from order_kernel.errors import ConfigError
 from order_kernel.kernel import OrderKernel
+from order_kernel.reconcile import ReconcileError, ReconReport, VenueSnapshot, reconcile
 from order_kernel.spec import Reason
 
 SESSION_ID_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Syncer:
+    """fsyncs order logs on a background thread, off the command loop (`os.fsync` releases
+    the GIL, so the loop keeps answering). At most one pending fsync per file: a pending one
+    covers everything written before it runs, so the queue is bounded by the number of logs."""
+
+    def __init__(self, report: TextIO) -> None:
+        self._report = report
+        self._cv = threading.Condition()
+        self._pending: list[int] = []
+        self._busy = False
+        self._closed = False
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name="order-log-fsync", daemon=True)
+        self._thread.start()
+
+    def submit(self, fd: int) -> None:
+        with self._cv:
+            if fd not in self._pending:
+                self._pending.append(fd)
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if not self._pending:
+                    return
+                fd = self._pending.pop(0)
+                self._busy = True
+            try:
+                os.fsync(fd)
+            except OSError as exc:  # reported; the log's own close() fsyncs again
+                self.errors += 1
+                print(
+                    f"order-kernel: background fsync failed: {exc}", file=self._report, flush=True
+                )
+            with self._cv:
+                self._busy = False
+                self._cv.notify_all()
+
+    def close(self) -> None:
+        """Finish the pending fsyncs and stop (before the logs are closed)."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join()
+
+
+class SnapshotSource(Protocol):
+    """A venue adapter that can report its books (e.g. `CcxtVenue`): open orders of the account
+    plus the given client order ids (id -> symbol) the kernel still holds open."""
+
+    def snapshot(self, ts_ns: int, client_order_ids: Mapping[str, str]) -> VenueSnapshot: ...
 
 
 @dataclass(slots=True)
@@ -49,6 +108,7 @@ class SessionRecovery:
     torn_bytes_cut: int
     records: int
     last_seq: int
+    reconciliation: ReconReport | None = None  # None: no snapshot source configured
 
 
 class Server:
@@ -64,7 +124,12 @@ class Server:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         max_batch: int = 256,
         report: TextIO | None = None,
+        snapshot_source: Callable[[str], SnapshotSource | None] | None = None,
+        halt_on_conflict: bool = True,
     ) -> None:
+        """`snapshot_source(session_id)`: the venue adapter of that session's account (or None);
+        when given, every recovered session is reconciled with it before the first command is
+        read. `halt_on_conflict`: refuse to start while a reconciliation flags a conflict."""
         self.config = config
         self.bind = bind
         self.pub_bind = pub_bind or wire.pub_endpoint(bind)
@@ -83,6 +148,11 @@ class Server:
         self._beat = 0
         self._router: zmq.Socket[bytes] | None = None
         self._pub: zmq.Socket[bytes] | None = None
+        self._snapshot_source = snapshot_source
+        self._halt_on_conflict = halt_on_conflict
+        self._syncer: _Syncer | None = None
+        self._subscribed: set[bytes] = set()  # prefixes SUB sockets asked the XPUB for
+        self._wanted: dict[bytes, bool] = {}  # topic -> has a subscriber (cache)
         self._recover_all()
 
     # ---------------------------------------------------------------- sessions
@@ -126,6 +196,50 @@ class Server:
                 file=self._report,
                 flush=True,
             )
+            rec.reconciliation = self._reconcile(sid, kernel)
+        conflicts = [
+            (r.session_id, d)
+            for r in self.startup_report
+            if r.reconciliation is not None
+            for d in r.reconciliation.conflicts
+        ]
+        if conflicts and self._halt_on_conflict:
+            self.close()
+            raise ReconcileError(
+                f"{len(conflicts)} reconciliation conflict(s) at start-up, first: session "
+                f"{conflicts[0][0]!r}: {conflicts[0][1].kind.value} {conflicts[0][1].client_order_id!r} "
+                f"({conflicts[0][1].detail}); resolve them at the venue or in the log, "
+                "or start with halt_on_conflict=False"
+            )
+
+    def _reconcile(self, sid: str, kernel: OrderKernel) -> ReconReport | None:
+        """Recovery = replay, then reconcile with the venue, then trade (RELIABILITY #6): the
+        snapshot, differences and resulting events go into the session's log (flushed and
+        fsynced here); the differences are reported. Snapshot ts = the session's own clock
+        (its last input), so nothing from a wall clock reaches the log."""
+        source = self._snapshot_source(sid) if self._snapshot_source is not None else None
+        if source is None:
+            return None
+        snap = source.snapshot(kernel.now_ns, kernel.venue_order_ids())
+        rep = reconcile(kernel, snap)
+        if kernel.log is not None:
+            kernel.log.flush()
+            kernel.log.sync()
+        print(
+            f"order-kernel: reconciled session {sid!r} with the venue: "
+            f"{len(rep.differences)} difference(s), {len(rep.conflicts)} conflict(s), "
+            f"{len(rep.events)} event(s) (clients fetch them with a ResendRequest)",
+            file=self._report,
+            flush=True,
+        )
+        for d in rep.differences:
+            print(
+                f"order-kernel:   {d.resolution.value} {d.kind.value} {d.client_order_id or d.symbol!r}: "
+                f"ours {d.ours}, venue {d.venue}; {d.detail}",
+                file=self._report,
+                flush=True,
+            )
+        return rep
 
     def _session(self, session_id: str) -> OrderKernel:
         kernel = self.sessions.get(session_id)
@@ -148,6 +262,7 @@ class Server:
         """With fsync "batch" the server, not the log, decides when to fsync: after the replies
         of a batch went out, once `SYNC_EVERY` records are pending (acks wait for the flush to
         the OS only, which a killed process cannot lose; "always" fsyncs before every ack)."""
+        kernel.keep_encoded = True
         if kernel.log is not None and self.config.fsync == "batch":
             kernel.log.batch_records = 2**62
 
@@ -182,12 +297,12 @@ class Server:
         try:
             cmd = m.decode_command(payload)
         except (msgspec.MsgspecError, ValueError):
-            events = kernel.handle_bytes(payload)  # logs the bytes, answers MALFORMED_MESSAGE
+            kernel.handle_bytes(payload)  # logs the bytes, answers MALFORMED_MESSAGE
             kind, ref = wire.KIND_COMMAND, -1
         else:
-            events = kernel.handle_raw(cmd, payload)
+            kernel.handle_raw(cmd, payload)
             kind, ref = wire.ref_kind(cmd), cmd.seq
-        raws = [m.encode(ev) for ev in events]
+        raws = kernel.last_encoded  # encoded once, for the log and the wire
         reply = wire.encode(wire.Reply(sid, kind, ref, [msgspec.Raw(r) for r in raws]))
         return sid, reply, raws
 
@@ -214,7 +329,9 @@ class Server:
         router.setsockopt(zmq.LINGER, 2000)
         router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         router.bind(self.bind)
-        pub = self._ctx.socket(zmq.PUB)
+        # XPUB (wire-compatible with PUB) tells us who subscribes: events of a session nobody
+        # listens to are not sent at all (a send costs several µs even when libzmq drops it)
+        pub = self._ctx.socket(zmq.XPUB)
         pub.setsockopt(zmq.LINGER, 2000)
         pub.setsockopt(zmq.SNDHWM, 1_000_000)
         pub.bind(self.pub_bind)
@@ -230,6 +347,7 @@ class Server:
         next_beat = self._clock()
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
+        poller.register(pub, zmq.POLLIN)
         if ready is not None:
             ready()
         try:
@@ -245,17 +363,46 @@ class Server:
                     )
                     next_beat = now + interval_ns
                 wait_ms = max(1, min(100, (next_beat - now) // 1_000_000))
-                if not poller.poll(wait_ms):
+                ready_socks = poller.poll(wait_ms)
+                if not ready_socks:
                     continue
-                self._drain(router, pub)
+                for sock, _ in ready_socks:
+                    if sock is router:
+                        self._drain(router, pub, first_ready=True)
+                    else:
+                        self._read_subscriptions(pub)
         finally:
             self.close()
 
-    def _drain(self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes]) -> None:
-        """One group commit: handle waiting commands, make the logs durable, then answer."""
+    def _read_subscriptions(self, pub: zmq.Socket[bytes]) -> None:
+        """Track the XPUB's subscription messages (b"\\x01" + prefix / b"\\x00" + prefix; libzmq
+        passes only the first subscribe and the last unsubscribe of a prefix)."""
+        while int(pub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            msg = pub.recv(zmq.NOBLOCK)
+            if msg[:1] == b"\x01":
+                self._subscribed.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                self._subscribed.discard(msg[1:])
+            self._wanted.clear()
+
+    def _has_subscriber(self, topic: bytes) -> bool:
+        hit = self._wanted.get(topic)
+        if hit is None:
+            hit = any(topic.startswith(p) for p in self._subscribed)
+            self._wanted[topic] = hit
+        return hit
+
+    def _drain(
+        self, router: zmq.Socket[bytes], pub: zmq.Socket[bytes], *, first_ready: bool = False
+    ) -> None:
+        """One group commit: handle waiting commands, make the logs durable, then answer.
+        `first_ready`: the poller just said a message is waiting (skip one readiness check)."""
         out: list[tuple[bytes, str, bytes, list[bytes]]] = []
         touched: dict[str, OrderKernel] = {}
-        for _ in range(self.max_batch):
+        for k in range(self.max_batch):
+            # EVENTS is a cheap getsockopt; a zmq.Again exception per batch is not
+            if not (first_ready and k == 0) and not int(router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                break
             try:
                 frames = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -270,21 +417,32 @@ class Server:
         for kernel in touched.values():
             if kernel.log is not None:  # "always" already fsynced each record
                 kernel.log.flush()
+        # subscriptions that reached the XPUB before we publish count, as they would on a PUB
+        if any(events for _, _, _, events in out):
+            self._read_subscriptions(pub)
         for identity, sid, reply, events in out:
             if reply is wire.PONG:
                 router.send_multipart([identity, wire.PONG])
                 continue
             router.send_multipart([identity, wire.REPLY, reply])
             topic = sid.encode()
-            for ev in events:
-                pub.send_multipart([topic, ev])
-        if self.config.fsync == "batch":  # off the reply path
+            if events and self._has_subscriber(topic):
+                for ev in events:
+                    pub.send_multipart([topic, ev])
+        if self.config.fsync == "batch":  # off the reply path and off the loop's thread
             for kernel in touched.values():
                 if kernel.log is not None and kernel.log.unsynced >= self.SYNC_EVERY:
-                    kernel.log.sync()
+                    fd = kernel.log.handoff_sync()
+                    if fd is not None:
+                        if self._syncer is None:
+                            self._syncer = _Syncer(self._report)
+                        self._syncer.submit(fd)
 
     def close(self) -> None:
         """Flush and fsync every log, close sockets (lingering so sent replies go out)."""
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
         for kernel in self.sessions.values():
             if kernel.log is not None:
                 kernel.log.close()

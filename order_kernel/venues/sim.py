@@ -39,9 +39,21 @@ The rules (the kernel asks the venue, order by order, in a fixed order within ea
     trigger, a sell stop's trigger moves up to high - offset and a buy stop's down to
     low + offset (never back); the new trigger applies from the next bar (the bar's path is
     unknown, so the stop cannot be tightened and hit inside the same bar).
-14. **Latency** (optional `latency_ns`): an order (or a re-priced amend) reaches the venue at
-    its command's ts_ns + latency_ns and is matched only against bars with ts_ns at or after
-    that. Acknowledgements and cancels are still immediate (no separate ack/fill delays).
+14. **Latency** (all optional, ns, deterministic):
+    - `latency_ns` (submit delay): an order (or a re-priced amend) reaches the venue at its
+      command's ts_ns + latency_ns and is matched only against bars with ts_ns at or after that;
+    - `ack_latency_ns`: the venue's answers to a command (OrderAccepted/Rejected, OrderCancelled,
+      AmendAccepted/Rejected, ...) reach the strategy at command ts + latency_ns + ack_latency_ns;
+    - `fill_latency_ns`: reports produced while matching a bar (OrderTriggered, OrderFilled,
+      PositionUpdate, unsolicited cancels, expiries, funding) reach it at bar ts + fill_latency_ns.
+    Events travel on one ordered channel: an event's ts_ns (when the strategy sees it) is the
+    max of its own delivery time and the previous event's, so nothing overtakes (an ack is
+    never seen after its fill: a fill is never visible before submit + submit + ack delay).
+    Held events are delivered by the first command or bar whose ts_ns reaches theirs, before
+    that input's own events. The kernel's own answers (OrderDenied, CommandDenied, TimerFired,
+    Heartbeat, ResendRequest) have no venue delay but still queue behind held events. The
+    kernel's books move at venue time (the venue is co-located with the matching); only what the
+    strategy sees is delayed.
 15. **Bracket children in the parent's fill bar.** Children (`<id>.sl`, `<id>.tpN`) placed by a
     fill are live for the rest of that same bar, after the bar's other orders:
     - parent filled *at the open* (market, a limit crossed by the open, a stop gapped through):
@@ -52,6 +64,16 @@ The rules (the kernel asks the venue, order by order, in a fixed order within ea
       so the conservative rule lets only the stop-loss fill, if the bar's range reaches it, at
       the stop price (slipped, clamped to the bar; the open preceded the entry); targets start
       on the next bar. Children arriving after the bar's end (latency) start on a later bar.
+16. **Iceberg** (`display_qty`): only the displayed clip rests at the touch, so a passive
+    (maker) fill takes at most what is left of the clip; when the clip is used up the order
+    refills min(display_qty, leaves) lots and the refill goes to the back of the venue's queue:
+    after every order already queued, in this bar (matched again while the bar's volume budget
+    lasts, rule 10) and in later bars (queue position = submission order, renewed by each
+    refill). Taking fills (a limit crossed by its first bar's open) trade the whole order.
+    Without participation the bar has unlimited volume, so the clips all fill in the same bar
+    (one OrderFilled per clip).
+17. **TWAP slices** are ordinary orders to the venue (the parent lives in the kernel): see
+    `OrderKernel` and docs/order-kernel.md "TWAP / interval schedules".
 """
 
 from __future__ import annotations
@@ -85,8 +107,12 @@ class SimVenue:
         funding_interval_ns: int = 8 * NS_PER_HOUR,
         funding_rate_ppb: int | Mapping[str, int] = 0,
         latency_ns: int = 0,
+        ack_latency_ns: int = 0,
+        fill_latency_ns: int = 0,
     ) -> None:
         for name, v in (
+            ("ack_latency_ns", ack_latency_ns),
+            ("fill_latency_ns", fill_latency_ns),
             ("slippage_ticks", slippage_ticks),
             ("slippage_bps", slippage_bps),
             ("random_slippage_ticks", random_slippage_ticks),
@@ -115,7 +141,9 @@ class SimVenue:
         self.seed = seed
         self.participation_bps = participation_bps
         self.funding_interval_ns = funding_interval_ns
-        self.latency_ns = latency_ns
+        self.latency_ns = latency_ns  # submit delay: strategy -> venue
+        self.ack_latency_ns = ack_latency_ns  # venue -> strategy, for answers to a request
+        self.fill_latency_ns = fill_latency_ns  # venue -> strategy, for reports from matching
         self._funding = funding_rate_ppb
         self._rng = np.random.Generator(np.random.PCG64(seed))
 

@@ -75,6 +75,10 @@ class KernelMachine(RuleBasedStateMachine):
                 assert ev.fee >= 0 and ev.trade_id not in self.trade_ids
                 assert ev.filled_qty == r.filled and ev.leaves_qty == r.qty - r.filled
                 self.trade_ids.add(ev.trade_id)
+                parent = self.d.k._orders[ev.client_order_id].parent
+                if parent is not None:  # a TWAP slice: the parent's record mirrors the fill
+                    rp = self.ref[parent.cmd.client_order_id]
+                    assert rp.apply(E.FILL_FULL, ev.qty, ev.price) is Reason.OK
                 self.fills_by_cid[ev.client_order_id] = (
                     self.fills_by_cid.get(ev.client_order_id, 0) + 1
                 )
@@ -130,6 +134,7 @@ class KernelMachine(RuleBasedStateMachine):
         reduce_only=st.booleans(),
         bracket=st.booleans(),
         trailing=st.integers(0, 3),
+        display=st.sampled_from([None, None, 1, 2]),
     )
     def submit(
         self,
@@ -142,9 +147,12 @@ class KernelMachine(RuleBasedStateMachine):
         reduce_only: bool,
         bracket: bool,
         trailing: int,
+        display: int | None,
     ) -> None:
         self.n += 1
         kw: dict[str, Any] = {"tif": tif, "oco_group": oco, "reduce_only": reduce_only}
+        if display is not None and display <= qty:
+            kw["display_qty"] = display  # iceberg (rule 16)
         px = max(1, self.price + off)
         if ot in (OrderType.LIMIT, OrderType.STOP_LIMIT):
             kw["price"] = px
@@ -164,6 +172,42 @@ class KernelMachine(RuleBasedStateMachine):
                 take_profits=(m.TakeProfitLeg(price=max(1, ref + sign * 5), qty=qty),),
             )
         self._run(self.d.submit, f"o{self.n}", side, ot, qty, **kw)
+
+    @rule(
+        side=st.sampled_from([Side.BUY, Side.SELL]),
+        qty=st.integers(1, 8),
+        slices=st.integers(1, 4),
+        limit=st.booleans(),
+        off=st.integers(-3, 3),
+        ioc=st.booleans(),
+        reduce_only=st.booleans(),
+    )
+    def submit_twap(
+        self,
+        side: Side,
+        qty: int,
+        slices: int,
+        limit: bool,
+        off: int,
+        ioc: bool,
+        reduce_only: bool,
+    ) -> None:
+        self.n += 1
+        kw: dict[str, Any] = {
+            "schedule": m.Schedule(slices=slices, interval_ns=3_600_000_000_000),
+            "tif": TimeInForce.IOC if ioc else TimeInForce.GTC,
+            "reduce_only": reduce_only,
+        }
+        if limit:
+            kw["price"] = max(1, self.price + off)
+        self._run(
+            self.d.submit,
+            f"o{self.n}",
+            side,
+            OrderType.LIMIT if limit else OrderType.MARKET,
+            qty,
+            **kw,
+        )
 
     @precondition(lambda self: bool(self.ref))
     @rule(data=st.data())
@@ -236,6 +280,14 @@ class KernelMachine(RuleBasedStateMachine):
         p = self.d.k.position("BTC")
         assert p.qty == self.pos
         assert p.fees_paid >= 0
+
+    @invariant()
+    def twap_parent_is_the_sum_of_its_slices(self) -> None:
+        for cid, o in self.d.k._orders.items():
+            if o.cmd.schedule is not None and o.slices:
+                kids = [self.d.k.order(s.cmd.client_order_id) for s in o.slices]
+                assert self.d.k.order(cid).filled_qty == sum(k.filled_qty for k in kids)
+                assert len(o.slices) <= o.cmd.schedule.slices
 
     @invariant()
     def oco_siblings_never_both_filled(self) -> None:

@@ -95,10 +95,12 @@ def test_bad_orders_are_denied_with_a_reason(kw: dict[str, object], reason: Reas
     assert d.k.open_orders() == []
 
 
-def test_unsupported_features_are_rejected_by_the_venue() -> None:
+def test_a_schedule_on_a_stop_is_denied_not_sent() -> None:
+    # TWAP slices are MARKET or LIMIT orders (test_twap.py has the rest of the rules)
     d = Driver()
-    out = d.submit("t", B, STP, 1, trigger_price=110, schedule=m.Schedule(slices=3, interval_ns=H))
-    assert of(out, m.OrderRejected)[0].reason is Reason.VENUE_REJECTED
+    out = d.submit("t", B, STP, 3, trigger_price=110, schedule=m.Schedule(slices=3, interval_ns=H))
+    assert of(out, m.OrderDenied)[0].reason is Reason.INVALID_QTY
+    assert of(out, m.OrderRejected) == []
 
 
 def test_cancel_unknown_terminal_and_twice() -> None:

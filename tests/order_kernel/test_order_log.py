@@ -111,6 +111,17 @@ def sc_trailing(d: Driver) -> None:
     d.bar(962, 975, 961, 974)
 
 
+def sc_twap(d: Driver) -> None:
+    d.bar(1000, 1010, 990, 1005)
+    d.submit("tw", B, OrderType.MARKET, 10, schedule=m.Schedule(slices=3, interval_ns=H))
+    d.submit("tl", SL, OrderType.LIMIT, 7, price=1012, schedule=m.Schedule(slices=3, interval_ns=H))
+    d.bar(1005, 1008, 1001, 1006)
+    d.bar(1006, 1014, 1004, 1012)
+    d.cmd(m.CancelOrder, client_order_id="tl")
+    d.bar(1012, 1013, 1009, 1010)
+    d.bar(1010, 1011, 1007, 1008)
+
+
 SCENARIOS: dict[str, Callable[[Driver], None]] = {
     "market": sc_market,
     "limit": sc_limit,
@@ -119,6 +130,7 @@ SCENARIOS: dict[str, Callable[[Driver], None]] = {
     "bracket_oco": sc_bracket_oco,
     "tif_timers_kill": sc_tif_timers_kill,
     "trailing": sc_trailing,
+    "twap": sc_twap,
 }
 
 

@@ -7,7 +7,13 @@ Baselines, measured in the same run:
   adds the real `/events` stream and the htmx partial re-fetch (`/partials/alerts`) a page does
   on every update.
 
-Run: `python benchmarks/bench_service.py` (about 30 s). Prints a markdown table.
+- Service runner: bars/s of one strategy session (replay feed on the ZeroMQ bus -> strategy
+  kernel -> order-kernel process) against the in-process backtest of the same bars and against
+  `stratagem run --paper` (the same order-kernel process, no bus, no service); control
+  round trips (pause/resume acknowledged by the session) against a bare ZeroMQ DEALER/ROUTER
+  echo on ipc.
+
+Run: `python benchmarks/bench_service.py` (about 60 s). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -113,6 +119,97 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def runner_rows(work: Path) -> list[tuple[str, str, str]]:
+    """Service runner throughput and control latency, with their baselines."""
+    import zmq
+
+    from artifacts.graph import check
+    from artifacts.io import load_with_lines
+    from feeds.files import read_bars
+    from stratagem.service.control import ControlRequest, send_request
+    from stratagem.service.runner import Runner
+    from stratagem.service.settings import FeedSettings, RunnerSettings, StrategyEntry
+    from strategy_kernel.backtest import run_backtest
+    from strategy_kernel.transport import RemoteKernel, order_kernel_process
+
+    art_path = sg.REPO_ROOT / "examples" / "rsi-reversion.yaml"
+    data = sg.REPO_ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"
+    end_ns = 1_710_000_000_000_000_000  # ~1,650 bars
+    artifact, lines = load_with_lines(art_path)
+    graph = check(artifact, str(art_path), lines)
+    bars = read_bars(data, end_ns=end_ns)
+    n = bars.height
+    t0 = time.perf_counter()
+    run_backtest(artifact, graph, bars)
+    bt = n / (time.perf_counter() - t0)
+    with order_kernel_process(artifact, work / "paper-ok") as endpoint:
+        kernel = RemoteKernel(endpoint, "bench")
+        t0 = time.perf_counter()
+        run_backtest(artifact, graph, bars, kernel=kernel)
+        paper = n / (time.perf_counter() - t0)
+        kernel.close()
+
+    def service(name: str, pace: float) -> Runner:
+        rs = RunnerSettings(
+            name=name, state_dir=work / name / "state",
+            strategies=[StrategyEntry(name="rsi", artifact=art_path)],
+            feed=FeedSettings(data=data, bars_per_second=pace, end_ns=end_ns, idle_timeout_s=10),
+            snapshot_every_bars=100, snapshot_interval_s=60,
+        )  # fmt: skip
+        return Runner(ServiceSettings(runs_dir=work / name / "runs", runner=rs))
+
+    svc = 0.0
+    for k in range(2):  # best of two: the first one also pays numba's cache loads
+        runner = service(f"tput{k}", 0)
+        runner.run(install_signals=False)
+        assert runner.feed is not None and runner.feed.first_publish_mono is not None
+        session = runner.sessions["rsi"]
+        assert session.last_bar_mono is not None and session.bars == n, session.error
+        svc = max(svc, n / (session.last_bar_mono - runner.feed.first_publish_mono))
+
+    # control round trips while the session trades at 100 bars/s
+    runner = service("ctl", 100)
+    th = threading.Thread(target=runner.run, kwargs={"install_signals": False})
+    th.start()
+    while not (runner.sessions and runner.sessions["rsi"].bars > 10):
+        time.sleep(0.01)
+    ctl: list[float] = []
+    for i in range(60):
+        req = ControlRequest(request_id=i, action="pause" if i % 2 == 0 else "resume", scope="rsi")
+        t0 = time.perf_counter()
+        reply = send_request(runner.control_endpoint, req, 5.0)
+        ctl.append((time.perf_counter() - t0) * 1000)
+        assert reply is not None and reply.ok, reply
+    runner.stopping.set()
+    th.join()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    router.bind(f"ipc://{work}/echo.sock")
+    dealer.connect(f"ipc://{work}/echo.sock")
+    echo: list[float] = []
+    for _ in range(60):
+        t0 = time.perf_counter()
+        dealer.send(b'{"request_id": 1, "action": "pause"}')
+        router.send_multipart(router.recv_multipart())
+        dealer.recv()
+        echo.append((time.perf_counter() - t0) * 1000)
+    router.close(linger=0)
+    dealer.close(linger=0)
+    ctx.term()
+    return [
+        ("baseline: in-process backtest, rsi-reversion", f"{bt:,.0f} bars/s", "1.00"),
+        ("`stratagem run --paper` (order-kernel process, no bus)", f"{paper:,.0f} bars/s",
+         f"{paper / bt:.2f}"),
+        ("service runner: replay feed on the bus -> session -> order-kernel process",
+         f"{svc:,.0f} bars/s", f"{svc / bt:.2f}"),
+        ("baseline: ZeroMQ DEALER/ROUTER echo on ipc: p50 / p99",
+         f"{pct(echo, 0.5):.2f} / {pct(echo, 0.99):.2f} ms", "1.00 (p99)"),
+        ("control round trip (pause/resume applied by the session at 100 bars/s): p50 / p99",
+         f"{pct(ctl, 0.5):.2f} / {pct(ctl, 0.99):.2f} ms",
+         f"{pct(ctl, 0.99) / pct(echo, 0.99):.0f} (p99)"),
+    ]  # fmt: skip
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-service-"))
     sg.run(
@@ -172,6 +269,7 @@ def main() -> int:
         )
         if len(xs) < N_EVENTS:
             print(f"warning: {name} delivered {len(xs)} of {N_EVENTS} events", file=sys.stderr)
+    rows += runner_rows(work)
     print("| measurement | value | ratio to baseline |\n|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]} |")

@@ -68,10 +68,24 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from stratagem.run import run_backtest_cli
+    from stratagem.run import run_backtest_cli, run_service_paper_cli
 
+    if len(args.artifact) > 1:
+        if not args.paper:
+            raise StratagemError(
+                f"{len(args.artifact)} artifacts given: several at once run as a paper service, "
+                "add --paper (or backtest them one by one)"
+            )
+        return run_service_paper_cli(
+            artifact_paths=[Path(a) for a in args.artifact],
+            data_path=Path(args.data) if args.data else DEFAULT_DATA,
+            start_ns=args.start,
+            end_ns=args.end,
+            out_dir=Path(args.out) if args.out else None,
+            as_json=args.json,
+        )
     return run_backtest_cli(
-        artifact_path=Path(args.artifact),
+        artifact_path=Path(args.artifact[0]),
         data_path=Path(args.data) if args.data else DEFAULT_DATA,
         start_ns=args.start,
         end_ns=args.end,
@@ -149,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Backtest ARTIFACT with the real strategy and order kernels on a simulated clock. "
         "Writes logs, trades, metrics and plots to --out and prints a summary.",
     )
-    p.add_argument("artifact", help="path to the artifact YAML, e.g. examples/rsi-reversion.yaml")
+    p.add_argument(
+        "artifact",
+        nargs="+",
+        help="path to the artifact YAML, e.g. examples/rsi-reversion.yaml (several with --paper: "
+        "one service, one order-kernel process, a session each)",
+    )
     p.add_argument(
         "--data", help=f"bars as CSV or parquet (default: {DEFAULT_DATA.relative_to(REPO_ROOT)})"
     )
@@ -159,7 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to", dest="end", type=_parse_date_ns, help="last bar time (exclusive), ISO date (UTC)"
     )
-    p.add_argument("--out", help="output directory (default: runs/<name>-v<version>)")
+    p.add_argument(
+        "--out",
+        help="output directory (default: runs/<name>-v<version>; several artifacts: "
+        "runs/paper-<name>-<name>..., one run directory per artifact inside)",
+    )
     p.add_argument(
         "--json", action="store_true", help="print the summary as JSON instead of a table"
     )

@@ -1,4 +1,4 @@
-"""`stratagem serve`, `stratagem bot`, `stratagem readmodel rebuild`: the service commands.
+"""`stratagem serve`, `stratagem bot`, `stratagem readmodel rebuild`, `stratagem service ...`.
 
 The lead adds this module to `stratagem.cli.COMMAND_MODULES`; `register(sub)` adds the commands.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import signal
@@ -63,8 +64,100 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.no_rebuild:
         state.rebuild()
     app = create_app(state)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=2)
+    import threading
+
+    stop = threading.Event()
+    state.start_live_refresh(stop)  # runs of a live `stratagem service run`, as they go
+    try:
+        uvicorn.run(
+            app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=2
+        )
+    finally:
+        stop.set()
     return 0
+
+
+def cmd_service_run(args: argparse.Namespace) -> int:
+    from stratagem.service.runner import Runner
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(args)
+    runner = Runner(settings)
+    print(
+        f"service {settings.runner.name}: {len(settings.runner.strategies)} strategies, "
+        f"control on {runner.control_endpoint}, health in {settings.runner.health_path()}",
+        flush=True,
+    )
+    code = runner.run()
+    for name, st in sorted(runner.sessions.items()):
+        print(
+            f"  {name}: {st.state} ({st.stop_reason or st.error}), {st.bars} bars, "
+            f"{st.restarts} restarts -> {st.cfg.run_dir}",
+            flush=True,
+        )
+    return code
+
+
+def _control(args: argparse.Namespace, action: str, scope: str, artifact: str = "") -> int:
+    from stratagem.service.state import ServiceState
+
+    state = ServiceState(_settings(args))
+    try:
+        out = state.request_control(
+            action,  # type: ignore[arg-type]
+            f"cli:{getpass.getuser()}",
+            scope,
+            bool(getattr(args, "flatten", False)),
+            getattr(args, "reason", "") or "",
+            artifact=artifact,
+        )
+    finally:
+        state.conn.close()
+    if args.json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        print(f"{action} #{out['request_id']} ({scope}): {out['note']}")
+    return 0 if out["enforced"] else 4
+
+
+def cmd_service_swap(args: argparse.Namespace) -> int:
+    return _control(args, "swap", args.name, str(Path(args.artifact).resolve()))
+
+
+def cmd_service_kill(args: argparse.Namespace) -> int:
+    return _control(args, "kill", args.scope)
+
+
+def cmd_service_pause(args: argparse.Namespace) -> int:
+    return _control(args, args.service_command, args.scope)
+
+
+def cmd_service_status(args: argparse.Namespace) -> int:
+    from stratagem.service.control import ControlRequest, send_request
+    from stratagem.service.health import read_health, summary
+
+    settings = _settings(args)
+    reply = send_request(
+        settings.runner.control(),
+        ControlRequest(request_id=0, action="status", by="cli"),
+        settings.runner.control_timeout_s,
+    )
+    health = summary(read_health(settings.runner.health_path()))
+    if args.json:
+        print(json.dumps({"control": reply is not None, **health}, indent=2, sort_keys=True))
+        return 0 if health["ok"] and reply is not None else 4
+    if reply is None:
+        print(f"no runner answered on {settings.runner.control()}")
+    for name, st in sorted((reply.status if reply else {}).items()):
+        print(
+            f"  {name}: {st['state']}, {st['bars']} bars, paused={st['paused']}, "
+            f"killed={st['killed']}, restarts={st['restarts']}"
+        )
+    for problem in health.get("problems", []):
+        print(f"  problem: {problem}")
+    return 0 if health["ok"] and reply is not None else 4
 
 
 def cmd_bot(args: argparse.Namespace) -> int:
@@ -153,6 +246,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     _llm_args(p)
     p.set_defaults(func=cmd_bot)
+
+    p = sub.add_parser(
+        "service",
+        help="run and control the trading service (feed, order kernel, strategy kernels)",
+        description="`service run` starts the feed, one order-kernel process and a strategy "
+        "session per [[runner.strategies]] entry of --config; the other actions talk to a "
+        "running service over its control socket (and are journaled).",
+    )
+    actions = p.add_subparsers(dest="service_command", required=True, metavar="ACTION")
+    q = actions.add_parser("run", help="run until SIGINT/SIGTERM or the feed ends")
+    common(q)
+    q.set_defaults(func=cmd_service_run)
+    q = actions.add_parser("swap", help="hot-swap one strategy to a new artifact version")
+    common(q)
+    q.add_argument("name", help="strategy name from the config")
+    q.add_argument("artifact", help="the new version's YAML")
+    q.add_argument("--reason", default="")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_service_swap)
+    q = actions.add_parser("kill", help="kill switch: cancel all, block new orders")
+    common(q)
+    q.add_argument("--scope", default="all", help="'all' or a strategy name")
+    q.add_argument("--flatten", action="store_true", help="also close positions at market")
+    q.add_argument("--reason", default="")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_service_kill)
+    for action in ("pause", "resume"):
+        q = actions.add_parser(action, help=f"{action} new entries (exits stay managed)")
+        common(q)
+        q.add_argument("--scope", default="all", help="'all' or a strategy name")
+        q.add_argument("--reason", default="")
+        q.add_argument("--json", action="store_true")
+        q.set_defaults(func=cmd_service_pause)
+    q = actions.add_parser("status", help="ask the runner for its sessions; show health")
+    common(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_service_status)
 
     p = sub.add_parser(
         "readmodel", help="the SQLite read model", description="Manage the read model."

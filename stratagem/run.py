@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from artifacts.graph import SignalGraph, check
 from artifacts.io import load_with_lines
@@ -226,3 +227,74 @@ def run_paper_cli(
     files = write_reports(result, final_dir, png=plots, html=plots)
     print_table(result, final_dir, files)
     return 0
+
+
+def run_service_paper_cli(
+    *,
+    artifact_paths: list[Path],
+    data_path: Path,
+    start_ns: int | None,
+    end_ns: int | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> int:
+    """`stratagem run a.yaml b.yaml --paper`: the service runner on the recorded bars, as fast
+    as the sessions take them: one order-kernel process, a strategy session per artifact."""
+    from stratagem.service.runner import Runner
+    from stratagem.service.settings import (
+        FeedSettings,
+        RunnerSettings,
+        ServiceSettings,
+        StrategyEntry,
+    )
+
+    names = [p.stem for p in artifact_paths]
+    if len(set(names)) != len(names):
+        raise StratagemError(f"artifact file names must differ (they name the runs): {names}")
+    root = out_dir or Path("runs") / ("paper-" + "-".join(names))
+    runner = Runner(
+        ServiceSettings(
+            runs_dir=root,
+            runner=RunnerSettings(
+                name="paper",
+                state_dir=root / ".service",
+                strategies=[
+                    StrategyEntry(name=n, artifact=p)
+                    for n, p in zip(names, artifact_paths, strict=True)
+                ],
+                feed=FeedSettings(
+                    data=data_path,
+                    bars_per_second=0,
+                    start_ns=start_ns,
+                    end_ns=end_ns,
+                    idle_timeout_s=30,
+                ),
+                snapshot_every_bars=1_000,
+                snapshot_interval_s=5.0,
+            ),
+        )
+    )
+    code = runner.run()
+    out: dict[str, dict[str, Any]] = {}
+    for name, session in sorted(runner.sessions.items()):
+        metrics_path = session.cfg.run_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text())["metrics"] if metrics_path.is_file() else {}
+        out[name] = {
+            "run_dir": str(session.cfg.run_dir),
+            "state": session.state,
+            "bars": session.bars,
+            "error": session.error,
+            "metrics": metrics,
+        }
+    if as_json:
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        print(f"paper service on {data_path.name}: one order-kernel process, {len(names)} sessions")
+        for name, row in out.items():
+            mt = row["metrics"]
+            print(
+                f"  {name}: {row['state']} ({row['bars']} bars) return "
+                f"{_fmt(mt.get('total_return_pct'))} %  trades {mt.get('trades')}  "
+                f"Sharpe {_fmt(mt.get('sharpe'))}  -> {row['run_dir']}"
+            )
+    return code

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from compiler.tv_alerts import MAX_ALERT_BYTES, AlertAuthError, AlertError, parse_alert
 from stratagem.service.bus import Update
 from stratagem.service.dashboard import STATIC_DIR, equity_svg, fmt_num, render
+from stratagem.service.health import summary as health_summary
 from stratagem.service.ratelimit import TokenBucket
 from stratagem.service.scorecard import NodeScore
 from stratagem.service.state import ConflictError, NotFoundError, ServiceState
@@ -47,8 +48,23 @@ class Decision(BaseModel):
 
 class KillRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scope: str = Field(default="all", max_length=100, description="'all' or an artifact name")
-    flatten: bool = Field(default=False, description="also close positions (when wired)")
+    scope: str = Field(default="all", max_length=100, description="'all' or a strategy name")
+    flatten: bool = Field(default=False, description="also close positions at market")
+    reason: str = Field(default="", max_length=500)
+
+
+class PauseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: str = Field(default="all", max_length=100, description="'all' or a strategy name")
+    reason: str = Field(default="", max_length=500)
+
+
+class SwapRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=100, description="the strategy name in the runner's config")
+    artifact: str = Field(
+        max_length=1000, description="path of the new version, on the runner's host"
+    )
     reason: str = Field(default="", max_length=500)
 
 
@@ -128,7 +144,7 @@ def create_app(state: ServiceState, *, monotonic: Callable[[], float] = time.mon
         version="1",
         description=(
             "Runs, trades, orders, positions, equity, artifacts, alerts and approvals from the "
-            "read model; the kill switch (recorded only until the live runner is wired); "
+            "read model; kill switch, pause, resume and hot-swap forwarded to the service runner; "
             "TradingView webhook alerts. Bearer token on every /api/v1 route; rate limited per "
             "token."
         ),
@@ -192,9 +208,30 @@ def create_app(state: ServiceState, *, monotonic: Callable[[], float] = time.mon
         out["metrics"] = json.loads(out.pop("metrics_json") or "{}")
         return out
 
-    @app.get("/health", tags=["service"], summary="Liveness (no auth)")
+    @app.get("/health", tags=["service"], summary="Liveness of the API and the runner (no auth)")
     def health() -> dict[str, Any]:
-        return {"ok": True}
+        out = health_summary(state.runner_health())
+        runner = out["runner"]
+        if runner is not None:  # components and ages only: no paths or endpoints without auth
+            out["runner"] = {
+                "service": runner.get("service"), "state": runner.get("state"),
+                "age_s": runner.get("age_s"), "alive": runner.get("runner_alive"),
+                "order_kernel": {k: runner.get("order_kernel", {}).get(k)
+                                 for k in ("alive", "restarts", "last_ping_age_s")},
+                "feed": {k: runner.get("feed", {}).get(k)
+                         for k in ("mode", "alive", "published", "last_event_age_s")},
+                "strategies": {n: {k: st.get(k) for k in ("state", "alive", "bars", "paused",
+                                                           "killed", "restarts", "last_bar_age_s")}
+                               for n, st in sorted(runner.get("strategies", {}).items())},
+            }  # fmt: skip
+        return out
+
+    @app.get(f"{API}/runner", tags=["service"], summary="The service runner's full health report")
+    def runner_health(who: Who) -> dict[str, Any]:
+        h = state.runner_health()
+        if h is None:
+            raise NotFoundError("no service runner has written a health file; is one running?")
+        return h
 
     @app.get(f"{API}/runs", tags=["runs"], summary="All runs, newest first, with metrics")
     def runs(who: Who) -> list[dict[str, Any]]:
@@ -312,16 +349,51 @@ def create_app(state: ServiceState, *, monotonic: Callable[[], float] = time.mon
 
     @app.post(
         f"{API}/kill",
-        tags=["kill switch"],
+        tags=["control"],
         status_code=202,
-        summary="Request the kill switch (recorded only: live wiring comes with the service runner)",
+        summary="Kill switch: cancel all, block new orders (optionally flatten); enforced by the "
+        "runner, `enforced: false` with a note when no runner acknowledged in time",
     )
     def kill(body: KillRequest, who: Who) -> dict[str, Any]:
         return state.request_kill(f"api:{who}", body.scope, body.flatten, body.reason)
 
-    @app.get(f"{API}/kill", tags=["kill switch"], summary="Recorded kill requests")
+    @app.get(f"{API}/kill", tags=["control"], summary="Kill requests and their state")
     def kill_requests(who: Who) -> list[dict[str, Any]]:
         return state.query("SELECT * FROM control_requests WHERE action = 'kill' ORDER BY n")
+
+    @app.post(f"{API}/pause", tags=["control"], status_code=202,
+              summary="Pause: no new entries (a working entry is cancelled), exits still managed")  # fmt: skip
+    def pause(body: PauseRequest, who: Who) -> dict[str, Any]:
+        return state.request_control("pause", f"api:{who}", body.scope, False, body.reason)
+
+    @app.post(f"{API}/resume", tags=["control"], status_code=202, summary="Resume after a pause")
+    def resume(body: PauseRequest, who: Who) -> dict[str, Any]:
+        return state.request_control("resume", f"api:{who}", body.scope, False, body.reason)
+
+    @app.post(f"{API}/swap", tags=["control"], status_code=202,
+              summary="Hot-swap a strategy to a new artifact version, state carried over")  # fmt: skip
+    def swap(body: SwapRequest, who: Who) -> dict[str, Any]:
+        return state.request_control(
+            "swap", f"api:{who}", body.name, False, body.reason, artifact=body.artifact
+        )
+
+    @app.get(f"{API}/control", tags=["control"], summary="Every control request and its state")
+    def control_requests(who: Who) -> list[dict[str, Any]]:
+        return state.query("SELECT * FROM control_requests ORDER BY n")
+
+    @app.get(f"{API}/llm-calls", tags=["compiler"], summary="Model calls from the compiler's logs")
+    def llm_calls(conversation_id: str | None = None, run_id: str | None = None,
+                  limit: PageLimit = 500, offset: PageOffset = 0,
+                  *, who: Who) -> list[dict[str, Any]]:  # fmt: skip
+        where, params = [], []
+        for col, val in (("conversation_id", conversation_id), ("run_id", run_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        sql = "SELECT * FROM llm_calls" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return state.query(
+            f"{sql} ORDER BY ts_utc, source, id LIMIT ? OFFSET ?", (*params, limit, offset)
+        )
 
     # -- TradingView webhook ----------------------------------------------------------------
     hook_bucket = TokenBucket(settings.rate_limit.burst, settings.rate_limit.per_second, monotonic)
@@ -368,11 +440,15 @@ def create_app(state: ServiceState, *, monotonic: Callable[[], float] = time.mon
     def p_status() -> str:
         c = state.query(
             "SELECT (SELECT count(*) FROM runs) AS runs, "
-            "(SELECT count(*) FROM runs WHERE status != 'ok') AS quarantined, "
+            "(SELECT count(*) FROM runs WHERE status = 'quarantined') AS quarantined, "
             "(SELECT count(*) FROM alerts) AS alerts, "
             "(SELECT count(*) FROM approvals WHERE status = 'pending') AS pending"
         )[0]
         return render("status.html", now=state.clock(), **c)
+
+    @app.get("/partials/service", response_class=HTMLResponse, include_in_schema=False)
+    def p_service() -> str:
+        return render("service.html", runner=state.runner_health())
 
     @app.get("/partials/runs", response_class=HTMLResponse, include_in_schema=False)
     def p_runs() -> str:
@@ -382,7 +458,10 @@ def create_app(state: ServiceState, *, monotonic: Callable[[], float] = time.mon
     def pick_run(run: str | None) -> str | None:
         if run:
             return run
-        rows = state.query("SELECT run_id FROM runs WHERE status = 'ok' ORDER BY run_id LIMIT 1")
+        rows = state.query(
+            "SELECT run_id FROM runs WHERE status IN ('live', 'ok') "
+            "ORDER BY status = 'live' DESC, run_id LIMIT 1"
+        )
         return rows[0]["run_id"] if rows else None
 
     @app.get("/partials/equity", response_class=HTMLResponse, include_in_schema=False)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from artifacts.io import load_with_lines
+from artifacts.io import content_hash, load_with_lines
 from order_kernel import messages as m
 from order_kernel.errors import LogIntegrityError
 from order_kernel.log import read as read_order_log
@@ -91,8 +91,17 @@ CREATE TABLE IF NOT EXISTS approvals (
 );
 CREATE TABLE IF NOT EXISTS control_requests (
   n INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, action TEXT NOT NULL, requested_by TEXT NOT NULL,
-  scope TEXT NOT NULL, flatten INTEGER NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL
+  scope TEXT NOT NULL, flatten INTEGER NOT NULL, reason TEXT NOT NULL, state TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT '', artifact TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS llm_calls (
+  source TEXT NOT NULL, id INTEGER NOT NULL, ts_utc TEXT NOT NULL, day TEXT NOT NULL,
+  role TEXT NOT NULL, model TEXT NOT NULL, host_class TEXT NOT NULL, prompt_sha256 TEXT NOT NULL,
+  attempt INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+  latency_ms REAL NOT NULL, cost REAL NOT NULL, status TEXT NOT NULL, error TEXT,
+  conversation_id TEXT, run_id TEXT, PRIMARY KEY (source, id)
+);
+CREATE INDEX IF NOT EXISTS llm_calls_conv ON llm_calls (conversation_id, ts_utc);
 CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts_ns);
 CREATE INDEX IF NOT EXISTS fills_ts ON fills (run_id, ts_ns);
 """
@@ -111,6 +120,13 @@ RUN_TABLES = (
     "artifacts",
 )
 JOURNAL_TABLES = ("approvals", "control_requests")
+#: Columns of the compiler's `llm_calls` table (compiler/llm.py) copied into the read model.
+LLM_COLUMNS = (
+    "id", "ts_utc", "day", "role", "model", "host_class", "prompt_sha256", "attempt",
+    "prompt_tokens", "completion_tokens", "latency_ms", "cost", "status", "error",
+)  # fmt: skip
+#: Optional columns taken when a call log has them (a conversation or run id to trace by).
+LLM_OPTIONAL = ("conversation_id", "run_id")
 OPEN_STATUSES = ("PENDING", "ACCEPTED", "TRIGGERED", "PARTIALLY_FILLED")
 
 
@@ -127,6 +143,10 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(SCHEMA)
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(control_requests)")}
+    for col in ("detail", "artifact"):  # databases made before the runner answered requests
+        if col not in cols:
+            conn.execute(f"ALTER TABLE control_requests ADD COLUMN {col} TEXT NOT NULL DEFAULT ''")
     return conn
 
 
@@ -136,6 +156,7 @@ class RunRows:
 
     run: dict[str, Any]
     artifact: tuple[str, str, int, str] | None = None
+    swapped: list[tuple[str, str, int, str]] = field(default_factory=list)  # hot-swapped versions
     orders: list[tuple[Any, ...]] = field(default_factory=list)
     fills: list[tuple[Any, ...]] = field(default_factory=list)
     positions: list[tuple[Any, ...]] = field(default_factory=list)
@@ -157,8 +178,25 @@ def _f(x: Decimal) -> float:
     return float(x)
 
 
-def load_run(run_dir: str | Path, thresholds: AlertThresholds | None = None) -> RunRows:
-    """Read and verify one run directory; raise QuarantineError if anything does not check out."""
+def _prefix(it: Iterable[Any], live: bool, errors: tuple[type[Exception], ...]) -> list[Any]:
+    """Every verified record; while a run is live a bad tail is the record being written."""
+    out: list[Any] = []
+    try:
+        for x in it:
+            out.append(x)
+    except errors:
+        if not live:
+            raise
+    return out
+
+
+def load_run(
+    run_dir: str | Path, thresholds: AlertThresholds | None = None, *, live: bool = False
+) -> RunRows:
+    """Read and verify one run directory; raise QuarantineError if anything does not check out.
+
+    `live`: the run is still being written (a service runner's run): read the verified prefix of
+    each log and mark the run `live`; the import after the run ends is strict again."""
     d = Path(run_dir)
     th = thresholds or AlertThresholds()
     run_id = d.name
@@ -184,13 +222,13 @@ def load_run(run_dir: str | Path, thresholds: AlertThresholds | None = None) -> 
         return _f(Decimal(units) * pi * si)
 
     try:
-        records = list(read_strategy_log(slog))
+        records = _prefix(read_strategy_log(slog), live, (LogCorruptError,))
     except LogCorruptError as exc:
         raise QuarantineError(f"strategy log: {exc}") from None
     except OSError as exc:
         raise QuarantineError(f"{slog}: unreadable ({exc})") from None
     try:
-        entries = list(read_order_log(olog))
+        entries = _prefix(read_order_log(olog), live, (LogIntegrityError,))
     except LogIntegrityError as exc:
         raise QuarantineError(f"order log: {exc}") from None
     except OSError as exc:
@@ -211,7 +249,7 @@ def load_run(run_dir: str | Path, thresholds: AlertThresholds | None = None) -> 
         run={
             "run_id": run_id,
             "path": str(d),
-            "status": "ok",
+            "status": "live" if live else "ok",
             "problem": None,
             "artifact_name": head.get("artifact"),
             "artifact_version": head.get("version"),
@@ -232,6 +270,16 @@ def load_run(run_dir: str | Path, thresholds: AlertThresholds | None = None) -> 
         artifact.version,
         (d / "artifact.yaml").read_text(encoding="utf-8"),
     )
+
+    # Versions a service runner hot-swapped in (`artifacts/` of the run directory).
+    for path in sorted((d / "artifacts").glob("*.yaml")):
+        try:
+            swapped, _ = load_with_lines(path)
+        except Exception as exc:
+            raise QuarantineError(f"{path}: does not load ({exc})") from None
+        rows.swapped.append(
+            (content_hash(swapped), swapped.name, swapped.version, path.read_text(encoding="utf-8"))
+        )
 
     # Orders, fills and positions: from the order kernel's own log, in record order.
     orders: dict[str, dict[str, Any]] = {}
@@ -378,7 +426,9 @@ def _insert(conn: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, ...]
 def _write_run(conn: sqlite3.Connection, rows: RunRows) -> None:
     run_id = rows.run["run_id"]
     for table in RUN_TABLES[:-1]:
-        conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        # alerts from the service journal (health:..., webhook:...) are not the run's to delete
+        extra = " AND alert_id NOT LIKE 'health:%'" if table == "alerts" else ""
+        conn.execute(f"DELETE FROM {table} WHERE run_id = ?{extra}", (run_id,))
     cols = list(rows.run)
     conn.execute(
         f"INSERT INTO runs ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
@@ -386,6 +436,8 @@ def _write_run(conn: sqlite3.Connection, rows: RunRows) -> None:
     )
     if rows.artifact is not None and rows.artifact[0]:
         conn.execute("INSERT OR IGNORE INTO artifacts VALUES (?,?,?,?)", rows.artifact)
+    for art in rows.swapped:
+        conn.execute("INSERT OR IGNORE INTO artifacts VALUES (?,?,?,?)", art)
     _insert(conn, "orders", rows.orders)
     _insert(conn, "fills", rows.fills)
     _insert(conn, "positions", rows.positions)
@@ -411,12 +463,16 @@ def _quarantine_row(run_dir: Path, problem: str) -> RunRows:
 
 
 def import_run(
-    conn: sqlite3.Connection, run_dir: str | Path, thresholds: AlertThresholds | None = None
+    conn: sqlite3.Connection,
+    run_dir: str | Path,
+    thresholds: AlertThresholds | None = None,
+    *,
+    live: bool = False,
 ) -> str | None:
     """(Re)import one run atomically; returns None, or the quarantine reason."""
     d = Path(run_dir)
     try:
-        rows = load_run(d, thresholds)
+        rows = load_run(d, thresholds, live=live)
         problem = None
     except QuarantineError as exc:
         rows, problem = _quarantine_row(d, str(exc)), str(exc)
@@ -447,16 +503,49 @@ def apply_journal_record(conn: sqlite3.Connection, rec: dict[str, Any]) -> None:
         )
     elif kind == "control_requested":
         conn.execute(
-            "INSERT OR REPLACE INTO control_requests VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO control_requests VALUES (?,?,?,?,?,?,?,?,?,?)",
             (int(rec["n"]), ts, rec["action"], rec["by"], rec.get("scope", "all"),
-             int(bool(rec.get("flatten"))), rec.get("reason", ""), "recorded"),
+             int(bool(rec.get("flatten"))), rec.get("reason", ""), "recorded", "",
+             rec.get("artifact", "")),
         )  # fmt: skip
+    elif kind == "control_acknowledged":
+        conn.execute(
+            "UPDATE control_requests SET state = ?, detail = ? WHERE n = ?",
+            (rec["state"], rec.get("detail", ""), int(rec["request_n"])),
+        )
     elif kind in ("webhook_alert", "service_alert"):
         conn.execute(
             "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?)",
             (rec["alert_id"], rec.get("run_id", "service"), ts, rec["alert_kind"],
              rec.get("severity", "info"), rec["message"]),
         )  # fmt: skip
+
+
+def load_llm_calls(path: str | Path) -> list[tuple[Any, ...]]:
+    """Rows of a compiler call log (`compiler.llm.CallLog`), keyed by (source, id); opened
+    read-only. A missing file gives no rows; a file without the table is an error."""
+    p = Path(path)
+    if not p.is_file():
+        return []
+    src = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True)
+    try:
+        have = {r[1] for r in src.execute("PRAGMA table_info(llm_calls)")}
+        if not have:
+            raise ServiceError(
+                f"{p}: no llm_calls table; is it a compiler call log (llm_calls.sqlite)?"
+            )
+        missing = [c for c in LLM_COLUMNS if c not in have]
+        if missing:
+            raise ServiceError(
+                f"{p}: llm_calls lacks columns {missing}; a newer compiler wrote it?"
+            )
+        opt = [c if c in have else "NULL" for c in LLM_OPTIONAL]
+        cur = src.execute(
+            f"SELECT {', '.join(LLM_COLUMNS)}, {', '.join(opt)} FROM llm_calls ORDER BY id"
+        )
+        return [(str(p), *row) for row in cur.fetchall()]
+    finally:
+        src.close()
 
 
 def discover_runs(root: str | Path) -> list[Path]:
@@ -479,6 +568,8 @@ def rebuild(
     *,
     journal_records: Iterable[dict[str, Any]] = (),
     thresholds: AlertThresholds | None = None,
+    llm_call_logs: Iterable[str | Path] = (),
+    live_runs: Iterable[str] = (),
 ) -> RebuildReport:
     """Wipe and re-import everything in one transaction (idempotent, deterministic)."""
     conn = db if isinstance(db, sqlite3.Connection) else connect(db)
@@ -489,21 +580,26 @@ def rebuild(
         raise ServiceError(f"two run directories share the run id {dupes[0]!r}; rename one")
     loaded: list[RunRows] = []
     quarantined: dict[str, str] = {}
+    live = set(live_runs)
     for d in dirs:
         try:
-            loaded.append(load_run(d, thresholds))
+            loaded.append(load_run(d, thresholds, live=d.name in live))
         except QuarantineError as exc:
             loaded.append(_quarantine_row(d, str(exc)))
             quarantined[d.name] = str(exc)
     records = list(journal_records)
+    calls = [
+        row for path in sorted({str(p) for p in llm_call_logs}) for row in load_llm_calls(path)
+    ]
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for table in (*RUN_TABLES, *JOURNAL_TABLES):
+        for table in (*RUN_TABLES, *JOURNAL_TABLES, "llm_calls"):
             conn.execute(f"DELETE FROM {table}")
         for rows in loaded:
             _write_run(conn, rows)
         for rec in records:
             apply_journal_record(conn, rec)
+        _insert(conn, "llm_calls", calls)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -514,6 +610,6 @@ def rebuild(
 def dump(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every table's rows in primary-key order (for determinism checks and debugging)."""
     out: dict[str, list[tuple[Any, ...]]] = {}
-    for table in (*RUN_TABLES, *JOURNAL_TABLES):
+    for table in (*RUN_TABLES, *JOURNAL_TABLES, "llm_calls"):
         out[table] = [tuple(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
     return out

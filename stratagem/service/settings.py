@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -32,6 +32,63 @@ class AlertThresholds(BaseModel):
     heartbeat_timeout_s: float = Field(default=30.0, gt=0)
 
 
+SESSION_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,40}$"
+
+
+class StrategyEntry(BaseModel):
+    """One artifact the runner trades: `name` is its handle (control scope, session, run id)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=SESSION_NAME)
+    artifact: Path
+
+
+class FeedSettings(BaseModel):
+    """Where bars come from: `replay` publishes a bar file on the bus, `bus` subscribes to a
+    running publisher (`stratagem data serve`, `python -m feeds.bus serve`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["replay", "bus"] = "replay"
+    data: Path | None = None  # replay: CSV or parquet bars
+    endpoint: str | None = None  # bus: required; replay: default ipc://<state_dir>/feed.sock
+    bars_per_second: float = Field(default=200.0, ge=0)  # replay pace; 0 = no pause
+    start_ns: int | None = None
+    end_ns: int | None = None
+    idle_timeout_s: float = Field(default=30.0, gt=0)  # a strategy stops after this silence
+
+
+class RunnerSettings(BaseModel):
+    """`stratagem service run`: one order kernel, one feed, a strategy kernel per artifact."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="svc", pattern=SESSION_NAME)
+    state_dir: Path = Path("runs/.service")
+    strategies: list[StrategyEntry] = Field(default_factory=list)
+    feed: FeedSettings = Field(default_factory=FeedSettings)
+    on_stop: Literal["cancel", "keep"] = "cancel"
+    control_endpoint: str | None = None  # default ipc://<state_dir>/control.sock
+    control_timeout_s: float = Field(default=5.0, gt=0)
+    snapshot_every_bars: int = Field(default=25, ge=1)  # metrics/equity written every N bars
+    snapshot_interval_s: float = Field(
+        default=2.0, ge=0
+    )  # ...or after a bar this long after the last
+    max_restarts: int = Field(default=5, ge=0)
+    backoff_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=10.0, ge=0)
+    health_interval_s: float = Field(default=0.5, gt=0)
+    stale_after_s: float = Field(default=10.0, gt=0)  # health: no bar for this long = stale
+    fsync: Literal["always", "batch", "never"] = "batch"
+    risk_limits: Path | None = None
+    kernel_timeout_ms: int = Field(default=5000, ge=10)  # per order-kernel reply, then resend
+    kernel_attempts: int = Field(default=3, ge=1)  # then the session crashes and is restarted
+
+    def control(self) -> str:
+        return self.control_endpoint or f"ipc://{self.state_dir.resolve()}/control.sock"
+
+    def health_path(self) -> Path:
+        return self.state_dir / "health.json"
+
+
 class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     db_path: Path = Path("runs/readmodel.sqlite")
@@ -45,6 +102,11 @@ class ServiceSettings(BaseModel):
     telegram_chat_ids: list[int] = Field(default_factory=list)
     telegram_base_url: str = "https://api.telegram.org/bot"
     alerts: AlertThresholds = Field(default_factory=AlertThresholds)
+    #: compiler call logs (`llm_calls.sqlite`) folded into the read model's `llm_calls` table
+    llm_call_logs: list[Path] = Field(default_factory=list)
+    #: seconds between live refreshes of running paper runs into the read model (0 = off)
+    live_refresh_s: float = Field(default=2.0, ge=0)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with every secret replaced by '***' (for logs)."""

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from feeds.schema import UnstructuredItem
 from stratagem.service import ServiceError
 from stratagem.service.bus import EventBus
+from stratagem.service.health import health_alerts, live_run_ids, read_health
 from stratagem.service.journal import Journal
 from stratagem.service.readmodel import (
     OPEN_STATUSES,
@@ -31,11 +32,11 @@ from stratagem.service.settings import ServiceSettings
 
 log = logging.getLogger("stratagem.service")
 
-#: What a kill request does today; shown in the API response, the bot's reply and the docs.
-KILL_NOTE = (
-    "recorded only: the live service runner that forwards KillSwitch (and pause/resume) to the "
-    "kernels is not wired yet, so nothing was cancelled, paused or flattened; act at the venue if "
-    "you must stop now"
+#: What the answer says when no runner acknowledged a control request in time.
+NOT_ACKNOWLEDGED = (
+    "recorded, not yet acknowledged: no service runner answered on {endpoint} within {timeout:g} s, "
+    "so nothing was cancelled, paused or flattened; the request was dropped, not queued (start "
+    "`stratagem service run` and repeat it, or act at the venue if you must stop now)"
 )
 
 
@@ -67,6 +68,10 @@ class ServiceState:
         self.conn = conn or connect(settings.db_path)
         self.journal = journal or Journal(settings.journal_path)
         self.lock = threading.RLock()
+        self._seen: dict[str, tuple[int, bool]] = {}  # strategy -> (snapshots, live) imported
+        self._raised = {  # health alert ids already journaled (one alert per episode)
+            str(r["alert_id"]) for r in self.journal.records() if r["kind"] == "service_alert"
+        }
 
     # -- reads -----------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -147,27 +152,55 @@ class ServiceState:
 
     def request_control(
         self,
-        action: Literal["kill", "pause", "resume"],
+        action: Literal["kill", "pause", "resume", "swap"],
         by: str,
         scope: str,
         flatten: bool,
         reason: str,
+        artifact: str = "",
     ) -> dict[str, Any]:
-        """Record a kill / pause / resume request (journaled; not enforced until the runner is wired)."""
+        """Journal a kill / pause / resume / swap request, forward it to the runner, journal its
+        answer. `enforced` is true only when the runner says every targeted session applied it."""
+        from stratagem.service.control import ControlRequest, send_request
+
+        fields: dict[str, Any] = {"artifact": artifact} if artifact else {}
         rec = self._record(
-            "control_requested", n=self.journal.count, action=action, by=by, scope=scope,
-            flatten=flatten, reason=reason,
+            "control_requested", action=action, by=by, scope=scope,
+            flatten=flatten, reason=reason, **fields,
         )  # fmt: skip
-        out = {
+        rs = self.settings.runner
+        endpoint = rs.control()
+        request = ControlRequest(
+            request_id=int(rec["n"]), action=action, scope=scope, flatten=flatten,
+            reason=reason, artifact=artifact, by=by,
+        )  # fmt: skip
+        reply = send_request(endpoint, request, rs.control_timeout_s)
+        out: dict[str, Any] = {
             "recorded": True,
             "request_id": rec["n"],
             "action": action,
             "scope": scope,
             "ts_ns": rec["ts_ns"],
-            "enforced": False,
-            "note": KILL_NOTE,
         }
-        log.warning("%s requested by %s (scope %s): %s", action, by, scope, KILL_NOTE)
+        if reply is None:
+            note = NOT_ACKNOWLEDGED.format(endpoint=endpoint, timeout=rs.control_timeout_s)
+            out.update(acknowledged=False, enforced=False, note=note)
+            log.warning("%s requested by %s (scope %s): %s", action, by, scope, note)
+        else:
+            state = "enforced" if reply.ok else ("partial" if reply.applied else "refused")
+            detail = reply.detail or "; ".join(f"{k}: {v}" for k, v in sorted(reply.errors.items()))
+            self._record(
+                "control_acknowledged", request_n=rec["n"], state=state,
+                applied=reply.applied, errors=reply.errors, detail=detail,
+            )  # fmt: skip
+            out.update(
+                acknowledged=True,
+                enforced=reply.ok,
+                applied=reply.applied,
+                errors=reply.errors,
+                note=f"{action} {state} by the service runner" + (f" ({detail})" if detail else ""),
+            )
+            log.warning("%s requested by %s (scope %s): %s", action, by, scope, out["note"])
         self.bus.publish("control", out)
         return out
 
@@ -199,11 +232,11 @@ class ServiceState:
         self.bus.publish("alert", alert)
         return alert
 
-    def import_run(self, run_dir: Path) -> list[dict[str, Any]]:
+    def import_run(self, run_dir: Path, *, live: bool = False) -> list[dict[str, Any]]:
         """(Re)import one run directory and push the alerts it produced that were not known yet."""
         with self.lock:
             known = {r["alert_id"] for r in self.query("SELECT alert_id FROM alerts")}
-            problem = import_run(self.conn, run_dir, self.settings.alerts)
+            problem = import_run(self.conn, run_dir, self.settings.alerts, live=live)
             fresh = [
                 a
                 for a in self.query(
@@ -222,11 +255,14 @@ class ServiceState:
     def rebuild(self, runs_dir: Path | None = None) -> dict[str, Any]:
         """Re-derive the whole read model from run directories and the journal."""
         with self.lock:
+            health = self.runner_health()
             report = rebuild(
                 self.conn,
                 discover_runs(runs_dir or self.settings.runs_dir),
                 journal_records=self.journal.records(),
                 thresholds=self.settings.alerts,
+                llm_call_logs=self.settings.llm_call_logs,
+                live_runs=live_run_ids(health) if health else (),
             )
         out = {
             "imported": list(report.imported),
@@ -235,3 +271,49 @@ class ServiceState:
         }
         self.bus.publish("run", {"rebuilt": len(report.imported)})
         return out
+
+    # -- the live service runner ---------------------------------------------------------------
+    def runner_health(self) -> dict[str, Any] | None:
+        """The runner's health.json with its age, or None when no runner wrote one."""
+        return read_health(self.settings.runner.health_path())
+
+    def refresh_live(self) -> list[str]:
+        """Import the runner's runs whose snapshot moved on (live while running, strict once the
+        session ended) and raise health alerts; returns the run ids imported."""
+        health = self.runner_health()
+        if health is None:
+            return []
+        imported: list[str] = []
+        for name, st in sorted(health.get("strategies", {}).items()):
+            run_dir = Path(st["run_dir"])
+            live = st["run_id"] in live_run_ids(health)
+            key = (st.get("snapshots", 0), live)
+            if self._seen.get(name) == key or not (run_dir / "strategy.log.jsonl").is_file():
+                continue
+            self._seen[name] = key
+            self.import_run(run_dir, live=live)
+            imported.append(st["run_id"])
+        for alert in health_alerts(health):
+            if alert["alert_id"] in self._raised:
+                continue
+            self._raised.add(alert["alert_id"])
+            self._record("service_alert", **alert)
+            self.bus.publish("alert", {**alert, "kind": alert["alert_kind"], "ts_ns": self.clock()})
+        return imported
+
+    def start_live_refresh(self, stop: threading.Event) -> threading.Thread | None:
+        """Call `refresh_live` every `live_refresh_s` seconds in a thread until `stop` is set."""
+        every = self.settings.live_refresh_s
+        if every <= 0:
+            return None
+
+        def loop() -> None:
+            while not stop.wait(every):
+                try:
+                    self.refresh_live()
+                except Exception:  # a view must not die on one bad refresh; logged with trace
+                    log.exception("live refresh failed")
+
+        t = threading.Thread(target=loop, name="live-refresh", daemon=True)
+        t.start()
+        return t

@@ -30,7 +30,7 @@ from telegram.ext import (
 from stratagem.service import ServiceError
 from stratagem.service.bus import Update as BusUpdate
 from stratagem.service.dashboard import fmt_num, fmt_ts
-from stratagem.service.state import KILL_NOTE, ConflictError, NotFoundError, ServiceState
+from stratagem.service.state import ConflictError, NotFoundError, ServiceState
 
 log = logging.getLogger("stratagem.service.telegram")
 
@@ -40,8 +40,8 @@ HELP = """stratagem bot
 /positions - last position per run
 /history [run] - recent trades and the equity chart
 /approve <id> | /reject <id> - decide a pending approval (no id: the chat proposal)
-/pause [name] | /resume [name] - pause or resume a strategy (recorded)
-/kill [reason] - kill switch (recorded)
+/pause [name] | /resume [name] - pause or resume a strategy (enforced by the service runner)
+/kill [reason] - kill switch: cancel all, block new orders (enforced by the service runner)
 Anything else is sent to the strategy compiler."""
 
 
@@ -161,7 +161,7 @@ class Bot:
         c = (
             await self._q(
                 "SELECT (SELECT count(*) FROM runs) AS runs, "
-                "(SELECT count(*) FROM runs WHERE status != 'ok') AS quarantined, "
+                "(SELECT count(*) FROM runs WHERE status = 'quarantined') AS quarantined, "
                 "(SELECT count(*) FROM alerts) AS alerts, "
                 "(SELECT count(*) FROM approvals WHERE status = 'pending') AS pending"
             )
@@ -279,10 +279,10 @@ class Bot:
         self, update: Update, context: ContextT, action: Literal["pause", "resume"]
     ) -> None:
         scope = context.args[0] if context.args else "all"
-        await asyncio.to_thread(
+        out = await asyncio.to_thread(
             self.state.request_control, action, self._who(update), scope, False, ""
         )
-        await self._reply(update, f"{action} {scope}: {KILL_NOTE}")
+        await self._reply(update, f"{action} {scope}: {out['note']}")
 
     async def cmd_pause(self, update: Update, context: ContextT) -> None:
         await self._control(update, context, "pause")

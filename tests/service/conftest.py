@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from stratagem.service.settings import AlertThresholds, RateLimit, ServiceSettings
+from stratagem.service.settings import (
+    AlertThresholds,
+    RateLimit,
+    RunnerSettings,
+    ServiceSettings,
+)
 from stratagem.service.state import ServiceState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,6 +79,8 @@ def make_settings(tmp_path: Path, runs: Path, **over: object) -> ServiceSettings
         "webhook_secret": SecretStr(WEBHOOK_SECRET),
         "rate_limit": RateLimit(burst=1000, per_second=1000.0),
         "alerts": AlertThresholds(max_drawdown_pct=5.0),
+        # no runner listens here: control requests answer "not acknowledged" quickly
+        "runner": RunnerSettings(state_dir=tmp_path / "svc", control_timeout_s=0.3),
     }
     base.update(over)
     return ServiceSettings.model_validate(base)

@@ -67,7 +67,8 @@ def test_read_endpoints(client: TestClient) -> None:
     assert alerts and all(a["kind"] == "drawdown" for a in alerts)
     assert client.get("/api/v1/runs/nope", headers=AUTH).status_code == 404
     assert client.get("/api/v1/artifacts/nope", headers=AUTH).status_code == 404
-    assert client.get("/health").json() == {"ok": True}
+    assert client.get("/health").json() == {"ok": True, "runner": None}
+    assert "No service runner" in client.get("/partials/service").text
 
 
 def test_openapi_documents_bearer_auth(client: TestClient) -> None:
@@ -197,7 +198,7 @@ def test_bad_bodies_get_422_and_change_nothing(
     assert state.query("SELECT * FROM control_requests") == []
 
 
-def test_kill_switch_is_recorded_and_says_it_is_not_wired(
+def test_kill_switch_without_a_runner_is_recorded_not_acknowledged(
     client: TestClient, state: ServiceState
 ) -> None:
     r = client.post(
@@ -206,7 +207,7 @@ def test_kill_switch_is_recorded_and_says_it_is_not_wired(
     assert r.status_code == 202
     body = r.json()
     assert body["recorded"] is True and body["enforced"] is False
-    assert "not wired" in body["note"]
+    assert body["acknowledged"] is False and "not yet acknowledged" in body["note"]
     rows = client.get("/api/v1/kill", headers=AUTH).json()
     assert rows[0]["requested_by"] == "api:alice" and rows[0]["flatten"] == 1
     assert rows[0]["state"] == "recorded"

@@ -229,14 +229,16 @@ def test_refusals_become_alerts(runs_copy: Path, tmp_path: Path) -> None:
 
 def test_journal_chain_survives_reopen_and_detects_edits(tmp_path: Path) -> None:
     j = Journal(tmp_path / "j.jsonl")
-    j.append(
-        "control_requested", 1, n=0, action="kill", by="x", scope="all", flatten=False, reason=""
-    )
+    j.append("control_requested", 1, action="kill", by="x", scope="all", flatten=False, reason="")
     j2 = Journal(tmp_path / "j.jsonl")
-    j2.append(
-        "control_requested", 2, n=1, action="kill", by="y", scope="all", flatten=False, reason=""
-    )
-    assert [r["n"] for r in j2.records()] == [0, 1]
+    j2.append("control_requested", 2, action="kill", by="y", scope="all", flatten=False, reason="")
+    # two writers on one file (API and bot, or two processes): each catches up, no fork
+    j.append("control_requested", 3, action="pause", by="x", scope="a", flatten=False, reason="")
+    j2.append("approval_requested", 4, approval_id="a-1", name="a", summary="s", payload={})
+    assert [r["n"] for r in j2.records()] == [0, 1, 2, 3]
+    assert (j.count, j2.count) == (3, 4) and j2.head != j.head
+    with pytest.raises(ValueError, match="set by the journal"):
+        j.append("control_requested", 5, n=7)
     p = tmp_path / "j.jsonl"
     p.write_text(p.read_text().replace('"by":"x"', '"by":"z"'))
     with pytest.raises(LogCorruptError):

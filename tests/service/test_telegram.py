@@ -121,11 +121,11 @@ def test_bot_end_to_end(
     fake.say(ME, f"/reject {row['approval_id']}")
     fake.wait_sent(to_me("already approved"))
 
-    # kill / pause are recorded and say honestly that they are not enforced yet
+    # kill / pause with no runner listening: recorded, and the reply says nothing was enforced
     fake.say(ME, "/kill market looks broken")
     fake.wait_sent(to_me("kill switch request #"))
     fake.say(ME, "/pause rsi-reversion")
-    fake.wait_sent(to_me("pause rsi-reversion: recorded only"))
+    fake.wait_sent(to_me("pause rsi-reversion: recorded, not yet acknowledged"))
     rows = state.query(
         "SELECT action, requested_by, scope, reason FROM control_requests ORDER BY n"
     )

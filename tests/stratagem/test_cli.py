@@ -268,3 +268,31 @@ def test_timeframe_mismatch_is_refused_and_gaps_are_reported(
     assert "1 gap(s) in the data, 10 bar(s) missing" in capsys.readouterr().out
     log = (tmp_path / "g" / "strategy.log.jsonl").read_text()
     assert '"kind":"data_gaps"' in log
+
+
+def test_run_several_artifacts_as_one_paper_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sma = tmp_path / "sma-perp.yaml"  # one order kernel, one instrument table: make them agree
+    sma.write_text(
+        (ROOT / "examples" / "sma-cross.yaml").read_text().replace("kind: spot", "kind: perp")
+    )
+    args = ["run", str(RSI), str(sma), "--to", "2024-02-01", "--out", str(tmp_path / "svc")]
+    assert main(args) == 2
+    assert "add --paper" in capsys.readouterr().err
+    assert main([*args, "--paper", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out) == ["rsi-reversion", "sma-perp"]
+    for name, row in out.items():
+        assert row["state"] == "finished" and row["bars"] == 744, name
+        d = Path(row["run_dir"])
+        assert d == tmp_path / "svc" / f"paper-{name}"
+        assert (d / "orders.log").is_file() and (d / "metrics.json").is_file()
+    # the rsi session traded exactly like a backtest of the same bars
+    assert main(["run", str(RSI), "--to", "2024-02-01", "--out", str(tmp_path / "bt"), "--json",
+                 "--no-plots", "--quiet"]) == 0  # fmt: skip
+    bt = json.loads(capsys.readouterr().out)["metrics"]
+    assert out["rsi-reversion"]["metrics"]["trades"] == bt["trades"]
+    assert out["rsi-reversion"]["metrics"]["total_return_pct"] == pytest.approx(
+        bt["total_return_pct"], abs=1e-9
+    )

@@ -308,7 +308,7 @@ def test_serve_publishes_to_a_subscriber(
             )
         )
         thread.start()
-        events = []
+        events: list[object] = []
         while not (events and isinstance(events[-1], EndOfStream)):
             event = sub.recv(10_000)
             assert event is not None

@@ -1,0 +1,710 @@
+"""One strategy session inside the service runner: a strategy kernel on the bar bus, talking to
+the shared order kernel over ZeroMQ, controllable between bars, recoverable from its own log.
+
+The strategy log is the session's memory. Everything that changes the session from outside the
+bar stream is first written there as a ``control`` record (pause, resume, kill, swap, stop, the
+resend request after a restart), then applied. A restarted session rebuilds its state by
+replaying the log's inputs (bars, order-kernel events, control records) through a fresh kernel
+and checks that the replay regenerates the log byte for byte before it trades again; then it
+asks the order kernel to resend the events it missed (FIX-style ``ResendRequest``). Without
+control records the log is the one `run_paper` and the backtest write for the same bars.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from artifacts.graph import SignalGraph, check
+from artifacts.io import content_hash, load_with_lines
+from artifacts.schema import Artifact
+from feeds.bus import BarEvent, EndOfStream, Gap, Subscriber, bar_topic
+from feeds.schema import timeframe_to_ns
+from indicators.nodes import BarValues
+from order_kernel import messages as m
+from stratagem.service import ServiceError
+from stratagem.service.control import ControlRequest
+from strategy_kernel.backtest import (
+    BacktestResult,
+    BarLoop,
+    instrument_spec,
+    log_run_header,
+    trade_stats,
+)
+from strategy_kernel.engine import StrategyKernel
+from strategy_kernel.log import LogCorruptError, StrategyLog
+from strategy_kernel.log import read as read_strategy_log
+from strategy_kernel.metrics import compute
+from strategy_kernel.report import write_reports
+from strategy_kernel.state import Phase
+from strategy_kernel.transport import KernelPort, RemoteKernel
+
+log = logging.getLogger("stratagem.service.runner")
+
+#: Strategy-log kinds the session writes itself (inputs of a replay); the rest the kernel regenerates.
+EXTERNAL_KINDS = ("run", "data_gaps", "feed_gap", "feed_out_of_order", "control")
+ACCOUNT_HEADER = "ts_ns,close,equity,position_lots\n"
+
+
+class SessionError(ServiceError):
+    """A session that cannot start or recover (the message names the run and the fault)."""
+
+
+# -- logs ----------------------------------------------------------------------------------------
+class SessionLog(StrategyLog):
+    """The strategy log continued in append mode after a verified prefix; flushable between bars."""
+
+    def __init__(self, path: Path, head: str, count: int) -> None:
+        super().__init__(None)
+        self.path = path
+        self._fh = path.open("ab")
+        self.head, self.count = head, count
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+
+class MemoryLog(StrategyLog):
+    """Keeps the encoded records in memory: a replay writes here and is compared with the file."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self._buf = io.BytesIO()
+        self._fh = self._buf
+
+    def lines(self) -> list[bytes]:
+        return self._buf.getvalue().splitlines()
+
+
+# -- the kernel and the loop, with the service's controls ----------------------------------------
+class ServiceStrategyKernel(StrategyKernel):
+    """The strategy kernel with a pause switch: paused, it opens nothing but manages exits."""
+
+    paused = False
+
+    def _enter(self, ts: int, bar: BarValues) -> list[m.Message]:
+        if self.paused:
+            self.log.append("decision", ts, action="skip_entry", why="paused by control")
+            return []
+        return super()._enter(ts, bar)
+
+
+class SessionLoop(BarLoop):
+    """BarLoop whose strategy commands are dropped once the kill switch was sent (bars still go
+    to the order kernel, so a flatten order fills); runner-injected commands pass (`force`)."""
+
+    killed = False
+    dropped = 0
+
+    def deliver(self, cmds: list[m.Message], *, force: bool = False) -> None:
+        queue_: list[m.Message] = list(cmds)
+        while queue_:
+            cmd = queue_.pop(0)
+            passes = force or cmd.possible_duplicate or isinstance(cmd, m.MarketBar)
+            if self.killed and not passes:
+                self.dropped += 1
+                continue
+            if isinstance(self.sk.log, SessionLog) and not isinstance(cmd, m.MarketBar):
+                self.sk.log.flush()  # write-ahead: a command is in the log before it is sent
+            for ev in self.ok.handle(cmd):  # type: ignore[arg-type]
+                if isinstance(ev, m.OrderFilled):
+                    self.traded_units += ev.qty * ev.price
+                queue_.extend(self.sk.on_event(ev))
+            force = False  # follow-ups are the strategy's own: filtered again
+
+
+def decision_ts(loop: BarLoop) -> int:
+    """Controls act at the last bar's close (the strategy's clock), never at wall-clock time."""
+    return loop.ts[-1] + loop.tf_ns if loop.ts else 0
+
+
+def partial_result(loop: BarLoop) -> BacktestResult:
+    """`BarLoop.result()` without closing the log: the run's metrics so far."""
+    sk = loop.sk
+    unit = sk.unit_value
+    ts = np.array(loop.ts, dtype=np.int64)
+    equity = np.array(loop.equity, dtype=np.float64)
+    position = np.array(loop.position, dtype=np.int64)
+    metrics = compute(
+        equity=equity,
+        ts_ns=ts,
+        timeframe_ns=loop.tf_ns,
+        in_position=position != 0,
+        trades=trade_stats(sk.trades, unit),
+        traded_notional=loop.traded_units * unit,
+        fees_paid=sk.fees_paid * unit,
+        funding_paid=sk.funding_paid * unit,
+    )
+    return BacktestResult(
+        artifact=sk.artifact,
+        artifact_hash=content_hash(sk.artifact),
+        ts_ns=ts,
+        close=np.array(loop.close, dtype=np.float64),
+        equity=equity,
+        position=position,
+        trades=list(sk.trades),
+        metrics=metrics,
+        unit_value=unit,
+        price_increment=loop.price_inc,
+        strategy_log_head=sk.log.head,
+        order_state_digest="remote",
+        refusals=list(sk.refusals),
+    )
+
+
+# -- control records: written, then applied; a replay applies them the same way -------------------
+def apply_control(
+    sk: ServiceStrategyKernel, loop: SessionLoop, rec: dict[str, Any], run_dir: Path
+) -> tuple[list[m.Message], bool]:
+    """The commands a control record causes and whether they bypass the kill filter."""
+    action = rec["action"]
+    ts = int(rec["ts_ns"])
+    if action == "pause":
+        sk.paused = True
+        if sk.phase is Phase.ENTERED and sk.entry_id:
+            sk.log.append("decision", ts, action="cancel_entry", why="paused by control")
+            return [sk._cancel(ts, sk.entry_id)], False
+        return [], False
+    if action == "resume":
+        sk.paused = False
+        return [], False
+    if action == "kill":
+        sk.paused = True
+        loop.killed = True
+        cmd = m.KillSwitch(
+            session_id=sk.session_id,
+            seq=sk._next_seq(),
+            ts_ns=ts,
+            flatten=bool(rec.get("flatten")),
+            reason=str(rec.get("reason", "")),
+        )
+        return [sk._send(cmd)], True
+    if action == "stop":
+        if rec.get("on_stop") == "cancel":
+            cmd2 = m.CancelAll(session_id=sk.session_id, seq=sk._next_seq(), ts_ns=ts)
+            return [sk._send(cmd2)], True
+        return [], False
+    if action == "resend":
+        cmd3 = m.ResendRequest(
+            session_id=sk.session_id, seq=sk._next_seq(), ts_ns=ts, begin_seq=int(rec["begin_seq"])
+        )
+        return [sk._send(cmd3)], True
+    if action == "swap":
+        path = run_dir / str(rec["artifact"])
+        new, lines = load_with_lines(path)
+        return sk.reparameterize(new, check(new, str(path), lines), ts), False
+    raise SessionError(f"{run_dir}: unknown control action {action!r} in the strategy log")
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Cut an unterminated last line (the process died mid-write); returns the bytes cut.
+
+    Safe because the log is written ahead of every command: a record that did not make it to
+    disk whole belongs to a command that was never sent."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as fh:
+        fh.truncate(keep)
+    return len(data) - keep
+
+
+def _record_fields(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in ("n", "ts_ns", "kind", "prev")}
+
+
+@dataclass
+class Recovered:
+    sk: ServiceStrategyKernel
+    loop: SessionLoop
+    last_event_seq: int
+    last_bar_ts: int | None
+    extra_lines: list[bytes]  # records the crashed step did not get to write
+
+
+def replay_session(
+    path: Path,
+    make_kernel: Callable[[], ServiceStrategyKernel],
+    ok: KernelPort,
+    run_dir: Path,
+    account: list[tuple[int, float, float, int]],
+) -> Recovered:
+    """Rebuild a session from its strategy log; raise SessionError if the replay diverges."""
+    try:
+        records = list(read_strategy_log(path))
+    except LogCorruptError as exc:
+        raise SessionError(
+            f"{exc}; the session cannot be recovered from a damaged log (move the run directory "
+            "away to start a new run)"
+        ) from None
+    file_lines = path.read_bytes().splitlines()
+    sk = make_kernel()
+    mem = MemoryLog()
+    sk.log = mem
+    inst = instrument_spec(sk.artifact)
+    loop = SessionLoop(sk, ok, sk.artifact, inst, sk.timeframe_ns)
+    last_event_seq = 0
+    last_bar: int | None = None
+    for rec in records:
+        kind = rec["kind"]
+        if kind == "bar":
+            if loop.ts:  # the previous bar's account snapshot, from the sidecar when it has it
+                _sample(loop, account)
+            bar = BarValues(int(rec["ts_ns"]), rec["o"], rec["h"], rec["l"], rec["c"], rec["v"])
+            sk.on_bar(bar)
+            loop.ts.append(bar.ts_ns)
+            loop.close.append(bar.close)
+            loop.equity.append(math.nan)
+            loop.position.append(0)
+            last_bar = bar.ts_ns
+        elif kind == "event":
+            ev = msgspec.convert(rec["msg"], m.AnyMessage)
+            if isinstance(ev, m.OrderFilled):
+                loop.traded_units += ev.qty * ev.price
+            last_event_seq = max(last_event_seq, ev.seq)
+            sk.on_event(ev)
+        elif kind in EXTERNAL_KINDS:
+            mem.append(kind, int(rec["ts_ns"]), **_record_fields(rec))
+            if kind == "control":
+                apply_control(sk, loop, rec, run_dir)
+    if loop.ts:
+        _sample(loop, account)
+    got = mem.lines()
+    if got[: len(file_lines)] != file_lines:
+        bad = next(
+            (i for i, (a, b) in enumerate(zip(got, file_lines, strict=False)) if a != b),
+            min(len(got), len(file_lines)),
+        )
+        raise SessionError(
+            f"{path}:{bad + 1}: replaying the log does not reproduce this record; the session "
+            "cannot be recovered safely (start a new run or inspect the log)"
+        )
+    return Recovered(sk, loop, last_event_seq, last_bar, got[len(file_lines) :])
+
+
+def _sample(loop: BarLoop, account: list[tuple[int, float, float, int]]) -> None:
+    """Fill the last bar's equity/position from the account sidecar (or the kernel state)."""
+    i = len(loop.ts) - 1
+    if i < len(account) and account[i][0] == loop.ts[i]:
+        loop.equity[i], loop.position[i] = account[i][2], account[i][3]
+    else:
+        loop.equity[i], loop.position[i] = loop.sk.equity(), loop.sk.position
+
+
+def read_account(path: Path) -> list[tuple[int, float, float, int]]:
+    """The account sidecar (one line per bar); a torn last line is ignored."""
+    if not path.is_file():
+        return []
+    out: list[tuple[int, float, float, int]] = []
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        parts = line.split(",")
+        if len(parts) != 4:
+            break
+        try:
+            out.append((int(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])))
+        except ValueError:
+            break
+    return out
+
+
+# -- the session ---------------------------------------------------------------------------------
+@dataclass
+class Pending:
+    """A control request waiting for this session's answer."""
+
+    request: ControlRequest
+    done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
+    detail: str = ""
+
+
+@dataclass
+class SessionConfig:
+    name: str
+    run_id: str
+    artifact_path: Path
+    run_dir: Path
+    kernel_endpoint: str
+    feed_endpoint: str
+    kernel_log: Path  # the order kernel's log of this session (hard-linked as orders.log)
+    on_stop: str = "cancel"
+    idle_timeout_s: float = 30.0
+    snapshot_every_bars: int = 25
+    snapshot_interval_s: float = 2.0
+    max_restarts: int = 5
+    backoff_s: float = 0.5
+    backoff_max_s: float = 10.0
+    kernel_timeout_ms: int = 5000
+    kernel_attempts: int = 3
+    stale_after_s: float = 10.0
+
+
+class StrategySession:
+    """A supervised thread: run the session; on a crash, back off, recover from the log, go on."""
+
+    def __init__(self, cfg: SessionConfig, stopping: threading.Event) -> None:
+        self.cfg = cfg
+        self.stopping = stopping
+        artifact, lines = load_with_lines(cfg.artifact_path)
+        self.artifact: Artifact = artifact
+        self.graph: SignalGraph = check(artifact, str(cfg.artifact_path), lines)
+        self.topic = bar_topic(artifact.instrument.symbol, artifact.instrument.timeframe)
+        self.tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
+        self.inbox: queue.Queue[Pending] = queue.Queue()
+        self.state = "starting"
+        self.error = ""
+        self.restarts = 0
+        self.bars = 0
+        self.last_bar_ts_ns: int | None = None
+        self.last_bar_mono: float | None = None
+        self.snapshots = 0
+        self.paused = False
+        self.killed = False
+        self.dropped = 0
+        self.skipped_seen = 0
+        self.stop_reason = ""
+        self.subscribed = threading.Event()
+        self.thread = threading.Thread(target=self._supervise, name=f"session-{cfg.name}")
+        self._deferred: list[Pending] = []
+        self._last_snapshot_mono = time.monotonic()
+
+    @property
+    def log_path(self) -> Path:
+        return self.cfg.run_dir / "strategy.log.jsonl"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def health(self, now: float) -> dict[str, Any]:
+        return {
+            "run_id": self.cfg.run_id,
+            "run_dir": str(self.cfg.run_dir),
+            "artifact": f"{self.artifact.name} v{self.artifact.version}",
+            "state": self.state,
+            "alive": self.alive(),
+            "bars": self.bars,
+            "last_bar_ts_ns": self.last_bar_ts_ns,
+            "last_bar_age_s": None
+            if self.last_bar_mono is None
+            else round(now - self.last_bar_mono, 3),
+            "stale_after_s": self.cfg.stale_after_s,
+            "restarts": self.restarts,
+            "paused": self.paused,
+            "killed": self.killed,
+            "dropped_commands": self.dropped,
+            "snapshots": self.snapshots,
+            "stop_reason": self.stop_reason,
+            "error": self.error,
+        }
+
+    # -- supervision --------------------------------------------------------------------------
+    def _supervise(self) -> None:
+        failures = 0
+        while True:
+            try:
+                self._incarnation()
+                self.state = "finished"
+                return
+            except SessionError as exc:  # the log cannot be trusted: a restart would not help
+                self.error = str(exc)
+                log.error("session %s cannot recover: %s", self.cfg.name, exc)
+                self.state = "failed"
+                self._fail_pending(f"session failed: {exc}")
+                return
+            except Exception as exc:  # a crash of this session: logged, then restarted
+                failures += 1
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.error("session %s crashed (%d): %s", self.cfg.name, failures, self.error)
+                if failures > self.cfg.max_restarts or self.stopping.is_set():
+                    self.state = "failed"
+                    self._fail_pending(f"session failed: {self.error}")
+                    return
+                self.state = "restarting"
+                delay = min(self.cfg.backoff_max_s, self.cfg.backoff_s * 2 ** (failures - 1))
+                log.warning(
+                    "session %s: restart %d/%d in %.2f s",
+                    self.cfg.name,
+                    failures,
+                    self.cfg.max_restarts,
+                    delay,
+                )
+                if self.stopping.wait(delay):
+                    self.state = "failed"
+                    self._fail_pending("the service is stopping")
+                    return
+                self.restarts += 1
+
+    def _fail_pending(self, why: str) -> None:
+        for p in self._deferred:
+            p.detail = why
+            p.done.set()
+        self._deferred = []
+        while True:
+            try:
+                p = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            p.detail = why
+            p.done.set()
+
+    def _make_kernel(self) -> ServiceStrategyKernel:
+        return ServiceStrategyKernel(
+            self.artifact,
+            self.graph,
+            session_id=self.cfg.run_id,
+            timeframe_ns=self.tf_ns,
+            base_dir=self.cfg.artifact_path.parent,
+        )
+
+    def _incarnation(self) -> None:
+        cfg = self.cfg
+        kernel = RemoteKernel(
+            cfg.kernel_endpoint,
+            cfg.run_id,
+            timeout_ms=cfg.kernel_timeout_ms,
+            attempts=cfg.kernel_attempts,
+        )
+        account_path = cfg.run_dir / "account.csv"
+        sk: ServiceStrategyKernel | None = None
+        try:
+            if self.log_path.is_file() and self.log_path.stat().st_size:
+                cut = cut_torn_tail(self.log_path)
+                if cut:
+                    log.warning("session %s: cut a torn tail of %d bytes from %s", cfg.name, cut,
+                                self.log_path)  # fmt: skip
+                rec = replay_session(
+                    self.log_path,
+                    self._make_kernel,
+                    kernel,
+                    cfg.run_dir,
+                    read_account(account_path),
+                )
+                sk, loop = rec.sk, rec.loop
+                slog = SessionLog(self.log_path, sk.log.head, sk.log.count)
+                if rec.extra_lines:  # finish writing the step the crash interrupted
+                    assert slog._fh is not None
+                    slog._fh.write(b"".join(line + b"\n" for line in rec.extra_lines))
+                sk.log = slog
+                self._rewrite_account(account_path, loop)
+                last_ts = rec.last_bar_ts
+                self.paused, self.killed = sk.paused, loop.killed
+                log.warning(
+                    "session %s: recovered from %s (%d records, %d bars, position %d)",
+                    cfg.name,
+                    self.log_path,
+                    slog.count,
+                    len(loop.ts),
+                    sk.position,
+                )
+                # First the commands of the interrupted step (in seq order), then ask the order
+                # kernel for every event this session has not seen.
+                self._deliver_extra(sk, loop, rec.extra_lines)
+                self._control_record(sk, loop, "resend", begin_seq=rec.last_event_seq + 1)
+            else:
+                sk = self._make_kernel()
+                sk.log = SessionLog(self.log_path, "0" * 64, 0)
+                loop = SessionLoop(
+                    sk, kernel, self.artifact, instrument_spec(self.artifact), self.tf_ns
+                )
+                last_ts = None
+            self.bars = len(loop.ts)
+            with (
+                Subscriber(cfg.feed_endpoint, [self.topic]) as sub,
+                account_path.open("a", encoding="utf-8") as account,
+            ):
+                if account.tell() == 0:
+                    account.write(ACCOUNT_HEADER)
+                self.subscribed.set()
+                self.state = "running"
+                self.error = ""
+                reason = self._bar_loop(sk, loop, sub, account, last_ts)
+                self._finish(sk, loop, reason)
+        finally:
+            kernel.close()
+            if sk is not None:
+                sk.log.close()
+
+    def _rewrite_account(self, path: Path, loop: BarLoop) -> None:
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(ACCOUNT_HEADER)
+            for i in range(len(loop.ts)):
+                fh.write(f"{loop.ts[i]},{loop.close[i]!r},{loop.equity[i]!r},{loop.position[i]}\n")
+        os.replace(tmp, path)
+
+    def _deliver_extra(self, sk: StrategyKernel, loop: SessionLoop, extra: list[bytes]) -> None:
+        """Send the commands of the interrupted step (their records were just completed)."""
+        seqs = []
+        for line in extra:
+            rec = msgspec.json.decode(line)
+            if rec.get("kind") == "command":
+                seqs.append(int(rec["msg"]["seq"]))
+        cmds = [sk._sent[s] for s in seqs if s in sk._sent]
+        if cmds:
+            loop.deliver(cmds)
+
+    # -- the bar loop -------------------------------------------------------------------------
+    def _bar_loop(
+        self,
+        sk: ServiceStrategyKernel,
+        loop: SessionLoop,
+        sub: Subscriber,
+        account: io.TextIOBase | Any,
+        last_ts: int | None,
+    ) -> str:
+        resume_ts = last_ts
+        idle_since = time.monotonic()
+        while True:
+            self._serve_inbox(sk, loop)
+            if self.stopping.is_set():
+                return "stopped"
+            ev = sub.recv(10)  # short: control requests are served between two waits
+            now = time.monotonic()
+            if ev is None:
+                if now - idle_since > self.cfg.idle_timeout_s:
+                    return "idle"
+                continue
+            idle_since = now
+            if isinstance(ev, EndOfStream):
+                return "end_of_stream"
+            if isinstance(ev, Gap):
+                if last_ts is not None:
+                    sk.log.append("feed_gap", last_ts, topic=ev.topic, missing=ev.count)
+                continue
+            if not isinstance(ev, BarEvent) or ev.topic != self.topic:
+                continue
+            b = ev.bar
+            if resume_ts is not None and b.ts_ns <= resume_ts:
+                self.skipped_seen += 1  # bars this run already traded (a replay feed restarted)
+                continue
+            if last_ts is not None and b.ts_ns <= last_ts:
+                sk.log.append("feed_out_of_order", last_ts, bar_ts_ns=b.ts_ns, rule="bar ignored")
+                continue
+            if sk.log.count == 0:
+                log_run_header(sk.log, self.artifact, b.ts_ns, self.cfg.run_id)
+            last_ts = b.ts_ns
+            loop.step_prices(BarValues(b.ts_ns, b.open, b.high, b.low, b.close, b.volume))
+            i = len(loop.ts) - 1
+            account.write(f"{loop.ts[i]},{loop.close[i]!r},{loop.equity[i]!r},{loop.position[i]}\n")
+            account.flush()
+            self.bars = len(loop.ts)
+            self.last_bar_ts_ns, self.last_bar_mono = b.ts_ns, now
+            self.dropped = loop.dropped
+            if self._deferred:
+                deferred, self._deferred = self._deferred, []
+                for p in deferred:
+                    self._apply(sk, loop, p)
+            if (
+                self.bars % self.cfg.snapshot_every_bars == 0
+                or now - self._last_snapshot_mono >= self.cfg.snapshot_interval_s
+            ):
+                self.snapshot(sk, loop)
+
+    def _serve_inbox(self, sk: ServiceStrategyKernel, loop: SessionLoop) -> None:
+        while True:
+            try:
+                p = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if sk.log.count == 0:  # no run header yet: nothing to cancel; act at the first bar
+                if p.request.action == "kill":
+                    loop.killed = self.killed = True
+                self._deferred.append(p)
+                continue
+            self._apply(sk, loop, p)
+
+    def _apply(self, sk: ServiceStrategyKernel, loop: SessionLoop, p: Pending) -> None:
+        req = p.request
+        try:
+            fields: dict[str, Any] = {
+                "request_id": req.request_id,
+                "by": req.by,
+                "reason": req.reason,
+            }
+            if req.action == "kill":
+                fields["flatten"] = req.flatten
+            if req.action == "swap":
+                fields.update(self._stage_swap(sk, Path(req.artifact)))
+            self._control_record(sk, loop, req.action, **fields)
+            if isinstance(sk.log, SessionLog):
+                sk.log.flush()  # the record is on disk before we say it was applied
+            p.ok, p.detail = True, f"{req.action} applied at {decision_ts(loop)}"
+        except (ServiceError, OSError, ValueError) as exc:
+            p.ok, p.detail = False, str(exc)
+        except Exception as exc:  # artifact load/check errors carry their own messages
+            p.ok, p.detail = False, f"{type(exc).__name__}: {exc}"
+        finally:
+            self.paused, self.killed, self.dropped = sk.paused, loop.killed, loop.dropped
+            p.done.set()
+
+    def _stage_swap(self, sk: StrategyKernel, path: Path) -> dict[str, Any]:
+        """Check the new version can be swapped in, copy it into the run directory."""
+        new, lines = load_with_lines(path)
+        check(new, str(path), lines)
+        old = sk.artifact
+        if new.instrument != old.instrument or new.entry.side != old.entry.side:
+            raise SessionError(
+                f"{path}: a hot-swap keeps the instrument and the entry side of "
+                f"{old.name} v{old.version}; start a new run to change them"
+            )
+        h = content_hash(new)
+        rel = Path("artifacts") / f"{new.name}-v{new.version}-{h[:12]}.yaml"
+        (self.cfg.run_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, self.cfg.run_dir / rel)
+        return {"artifact": rel.as_posix(), "content_hash": h, "version": new.version}
+
+    def _control_record(
+        self, sk: ServiceStrategyKernel, loop: SessionLoop, action: str, **fields: Any
+    ) -> None:
+        ts = decision_ts(loop)
+        sk.log.append("control", ts, action=action, **fields)
+        rec = {"action": action, "ts_ns": ts, **fields}
+        cmds, force = apply_control(sk, loop, rec, self.cfg.run_dir)
+        loop.deliver(cmds, force=force)
+        log.warning("session %s: %s %s", self.cfg.name, action, _record_fields(rec))
+
+    def _finish(self, sk: ServiceStrategyKernel, loop: SessionLoop, reason: str) -> None:
+        """Stop new orders (the bar loop is over), cancel or keep by policy, write the summary."""
+        self.stop_reason = reason
+        self.state = "stopping"
+        if sk.log.count:
+            self._control_record(sk, loop, "stop", reason=reason, on_stop=self.cfg.on_stop)
+            self.snapshot(sk, loop)
+        self._fail_pending(f"session stopped ({reason})")
+
+    # -- snapshots: what the read model imports while the run goes on --------------------------
+    def snapshot(self, sk: StrategyKernel, loop: BarLoop) -> None:
+        """Metrics, equity and trades so far, written atomically; the logs flushed and linked."""
+        if isinstance(sk.log, SessionLog):
+            sk.log.flush()
+        d = self.cfg.run_dir
+        if self.cfg.kernel_log.is_file() and not (d / "orders.log").exists():
+            os.link(self.cfg.kernel_log, d / "orders.log")
+        if not loop.ts:
+            return
+        result = partial_result(loop)
+        with tempfile.TemporaryDirectory(dir=d, prefix=".snapshot.") as tmp:
+            files = write_reports(result, Path(tmp), png=False, html=False)
+            for p in files.values():
+                os.replace(p, d / p.name)
+        self.snapshots += 1
+        self._last_snapshot_mono = time.monotonic()

@@ -68,14 +68,25 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from stratagem.portfolio_cli import parse_bars_options, run_portfolio_cli
     from stratagem.run import run_backtest_cli, run_service_paper_cli
 
+    bars_files = parse_bars_options(args.bars)
+    if len(args.artifact) > 1 and not args.paper:
+        return run_portfolio_cli(
+            artifact_paths=[Path(a) for a in args.artifact],
+            data_path=Path(args.data) if args.data else DEFAULT_DATA,
+            bars_files=bars_files,
+            account_path=Path(args.account) if args.account else None,
+            start_ns=args.start,
+            end_ns=args.end,
+            out_dir=Path(args.out) if args.out else None,
+            as_json=args.json,
+            plots=not args.no_plots,
+        )
+    if args.account:
+        raise StratagemError("--account applies to a portfolio run: give two or more artifacts")
     if len(args.artifact) > 1:
-        if not args.paper:
-            raise StratagemError(
-                f"{len(args.artifact)} artifacts given: several at once run as a paper service, "
-                "add --paper (or backtest them one by one)"
-            )
         return run_service_paper_cli(
             artifact_paths=[Path(a) for a in args.artifact],
             data_path=Path(args.data) if args.data else DEFAULT_DATA,
@@ -94,6 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         quiet=args.quiet,
         paper=args.paper,
+        bars_files=bars_files,
     )
 
 
@@ -166,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "artifact",
         nargs="+",
-        help="path to the artifact YAML, e.g. examples/rsi-reversion.yaml (several with --paper: "
-        "one service, one order-kernel process, a session each)",
+        help="path to the artifact YAML, e.g. examples/rsi-reversion.yaml; several: one account "
+        "under portfolio limits (--account), or with --paper one service with a session each",
     )
     p.add_argument(
         "--data", help=f"bars as CSV or parquet (default: {DEFAULT_DATA.relative_to(REPO_ROOT)})"
@@ -192,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--paper",
         action="store_true",
         help="paper mode on the recorded bars: the order kernel runs as its own process over ZeroMQ",
+    )
+    p.add_argument(
+        "--bars",
+        action="append",
+        metavar="SYMBOL=FILE",
+        help="bars for one symbol (repeatable): another instrument of a portfolio run, or a "
+        "`data:` input of the artifact (--data holds the first artifact's instrument)",
+    )
+    p.add_argument(
+        "--account",
+        metavar="TOML",
+        help="account limits ([portfolio] max_exposure_pct, max_concurrent_positions, "
+        "max_correlation) for several artifacts backtested on one account",
     )
     p.set_defaults(func=cmd_run)
 

@@ -11,10 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from artifacts.graph import SignalGraph, check
 from artifacts.io import load_with_lines
+from artifacts.schema import Artifact
 from feeds.files import read_bars
 from stratagem.errors import StratagemError
+from stratagem.portfolio_cli import bars_for_symbols
 from strategy_kernel.backtest import BacktestResult, run_backtest
 from strategy_kernel.replay import write_run_file
 from strategy_kernel.report import summary, trade_rows, write_reports
@@ -92,6 +96,24 @@ def plotted_nodes(graph: SignalGraph, limit: int = 4) -> tuple[str, ...]:
     return tuple(ranked[:limit])
 
 
+def data_inputs(
+    artifact: Artifact,
+    bars_files: dict[str, Path],
+    data_path: Path,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> dict[str, tuple[Path, pl.DataFrame]]:
+    """Bars for the artifact's `data:` symbols, each from its --bars file."""
+    unused = sorted(set(bars_files) - {d.symbol for d in (artifact.data or {}).values()})
+    if unused:
+        raise StratagemError(
+            f"--bars for {', '.join(unused)}: {artifact.name} has no `data:` input on that symbol"
+        )
+    symbols = [d.symbol for d in (artifact.data or {}).values()]
+    default = (artifact.instrument.symbol, data_path)
+    return bars_for_symbols(symbols, bars_files, default, start_ns, end_ns)
+
+
 def run_backtest_cli(
     *,
     artifact_path: Path,
@@ -103,10 +125,16 @@ def run_backtest_cli(
     plots: bool,
     quiet: bool,
     paper: bool = False,
+    bars_files: dict[str, Path] | None = None,
 ) -> int:
     artifact, lines = load_with_lines(artifact_path)
     graph = check(artifact, str(artifact_path), lines)
     bars = read_bars(data_path, start_ns=start_ns, end_ns=end_ns)
+    extra = data_inputs(artifact, bars_files or {}, data_path, start_ns, end_ns)
+    if paper and extra:
+        raise StratagemError(
+            f"{artifact_path}: `data:` inputs are not supported with --paper yet; run without it"
+        )
     final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}"
     if final_dir.exists() and not final_dir.is_dir():
         raise StratagemError(
@@ -144,6 +172,7 @@ def run_backtest_cli(
                 base_dir=artifact_path.parent,
                 record_nodes=plotted_nodes(graph),
                 kernel=kernel,
+                data_bars={s: df for s, (_, df) in extra.items()},
             )
         if paper:  # keep the kernel's own log as the run's order log; drop the process scratch
             adopt_kernel_log(tmp, "bt")
@@ -156,6 +185,7 @@ def run_backtest_cli(
             bars=bars,
             start_ns=start_ns,
             end_ns=end_ns,
+            extra=extra,
         )
         if final_dir.exists():
             shutil.rmtree(final_dir)

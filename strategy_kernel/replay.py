@@ -46,8 +46,11 @@ def write_run_file(
     bars: pl.DataFrame,
     start_ns: int | None,
     end_ns: int | None,
+    extra: dict[str, tuple[Path, pl.DataFrame]] | None = None,
 ) -> None:
-    """Record what was run: a copy of the artifact (and its python node files) and the data digest."""
+    """Record what was run: a copy of the artifact (and its python node files) and the data digest.
+
+    `extra` are the bars of the artifact's `data:` symbols ({symbol: (file, bars)})."""
     (out_dir / "artifact.yaml").write_bytes(artifact_path.read_bytes())
     for node in artifact.nodes.values():
         if isinstance(node, PythonNode):
@@ -62,6 +65,11 @@ def write_run_file(
         "start_ns": start_ns,
         "end_ns": end_ns,
     }
+    if extra:  # only when present, so runs without `data:` inputs keep their run.json
+        info["data_inputs"] = {
+            s: {"data": str(p.resolve()), "data_sha256": data_digest(df)}
+            for s, (p, df) in sorted(extra.items())
+        }
     (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
@@ -138,7 +146,18 @@ def replay(run_dir: Path, data_override: Path | None = None) -> ReplayReport:
             f"{data_path}: the bars differ from the ones the run saw (sha256 mismatch); "
             "pass the original file with --data"
         )
+    data_bars: dict[str, pl.DataFrame] = {}
+    for symbol, rec in sorted(info.get("data_inputs", {}).items()):
+        aux = read_bars(Path(rec["data"]), start_ns=info["start_ns"], end_ns=info["end_ns"])
+        if data_digest(aux) != rec["data_sha256"]:
+            raise ReplayError(
+                f"{rec['data']}: the {symbol} bars differ from the ones the run saw (sha256 "
+                "mismatch); restore the original file"
+            )
+        data_bars[symbol] = aux
     with tempfile.TemporaryDirectory(prefix="stratagem-replay-") as tmp:
-        run_backtest(artifact, graph, bars, out_dir=Path(tmp), base_dir=run_dir)
+        run_backtest(
+            artifact, graph, bars, out_dir=Path(tmp), base_dir=run_dir, data_bars=data_bars
+        )
         counts, div = compare_logs(run_dir, Path(tmp))
     return ReplayReport(run_dir, counts, div)

@@ -1,0 +1,188 @@
+"""`stratagem run A.yaml B.yaml [--account account.toml]`: several artifacts backtested on one
+account under portfolio limits (total exposure, concurrent positions, correlation guard).
+
+Each strategy keeps its own logs and reports in `<out>/<name>/`; the account view (equity,
+gross exposure, open positions per timestamp) goes to `<out>/account.csv` and the portfolio's
+decisions to `<out>/portfolio.log.jsonl`. Written into a temporary directory and moved into
+place at the end, like a single run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from artifacts.graph import check
+from artifacts.io import load_with_lines
+from artifacts.schema import Artifact
+from feeds.files import read_bars
+from stratagem.errors import StratagemError
+from strategy_kernel.metrics import drawdown
+from strategy_kernel.portfolio import (
+    AccountLimits,
+    PortfolioResult,
+    load_account_limits,
+    run_portfolio_backtest,
+)
+from strategy_kernel.report import summary, write_reports
+
+
+def _fmt(x: object) -> str:
+    return "n/a" if x is None else f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def parse_bars_options(items: list[str] | None) -> dict[str, Path]:
+    """`--bars SYMBOL=FILE` (repeatable) → {symbol: path}; a symbol given twice is an error."""
+    out: dict[str, Path] = {}
+    for item in items or []:
+        symbol, sep, path = item.partition("=")
+        if not sep or not symbol or not path:
+            raise StratagemError(f"--bars {item!r}: expected SYMBOL=FILE, e.g. ETH/USDT=eth.csv")
+        if symbol in out:
+            raise StratagemError(f"--bars gives {symbol} twice; give each symbol one file")
+        out[symbol] = Path(path)
+    return out
+
+
+def bars_for_symbols(
+    symbols: list[str],
+    bars_files: dict[str, Path],
+    default: tuple[str, Path],
+    start_ns: int | None,
+    end_ns: int | None,
+) -> dict[str, tuple[Path, pl.DataFrame]]:
+    """Read each symbol's bars from its `--bars` file; `default` = (symbol, --data file) is the
+    main instrument's. Any other symbol without a file is an error, never another symbol's bars."""
+    files = {default[0]: default[1], **bars_files}
+    missing = sorted(set(symbols) - set(files))
+    if missing:
+        raise StratagemError(
+            f"no bars for {', '.join(missing)}: --data holds {default[0]}; add "
+            + " ".join(f"--bars {s}=FILE" for s in missing)
+        )
+    return {
+        s: (files[s], read_bars(files[s], start_ns=start_ns, end_ns=end_ns))
+        for s in sorted(set(symbols))
+    }
+
+
+def _account_rows(res: PortfolioResult) -> list[dict[str, Any]]:
+    return [
+        {"ts_ns": int(t), "equity": float(e), "exposure": float(x), "open_positions": int(n)}
+        for t, e, x, n in zip(
+            res.ts_ns.tolist(),
+            res.equity.tolist(),
+            res.exposure.tolist(),
+            res.open_positions.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def portfolio_summary(res: PortfolioResult, limits: AccountLimits) -> dict[str, Any]:
+    """Account totals plus each strategy's `summary`; JSON-ready and deterministic."""
+    eq = res.equity
+    max_dd = float(-drawdown(eq).min() * 100.0)
+    return {
+        "account": {
+            "start_equity": float(eq[0]),
+            "end_equity": float(eq[-1]),
+            "max_drawdown_pct": max_dd,
+            "max_exposure": float(res.exposure.max()),
+            "max_open_positions": int(res.open_positions.max()),
+            "refusals": len(res.refusals),
+            "limits": {
+                "max_exposure_pct": limits.max_exposure_pct,
+                "max_concurrent_positions": limits.max_concurrent_positions,
+                "max_correlation": limits.max_correlation,
+            },
+            "portfolio_log_head": res.portfolio_log_head,
+        },
+        "strategies": {name: summary(r) for name, r in sorted(res.results.items())},
+    }
+
+
+def run_portfolio_cli(
+    *,
+    artifact_paths: list[Path],
+    data_path: Path,
+    bars_files: dict[str, Path],
+    account_path: Path | None,
+    start_ns: int | None,
+    end_ns: int | None,
+    out_dir: Path | None,
+    as_json: bool,
+    plots: bool,
+) -> int:
+    artifacts: list[Artifact] = []
+    for p in artifact_paths:
+        a, lines = load_with_lines(p)
+        check(a, str(p), lines)
+        artifacts.append(a)
+    bases = {p.parent.resolve() for p in artifact_paths}
+    if len(bases) > 1 and any(
+        n.kind == "python" for a in artifacts for n in a.nodes.values()
+    ):  # python node files resolve against one directory
+        raise StratagemError(
+            "artifacts with python nodes must sit in one directory for a portfolio run"
+        )
+    limits = load_account_limits(account_path) if account_path else AccountLimits()
+    symbols = [a.instrument.symbol for a in artifacts] + [
+        d.symbol for a in artifacts for d in (a.data or {}).values()
+    ]
+    main_symbol = artifacts[0].instrument.symbol
+    loaded = bars_for_symbols(symbols, bars_files, (main_symbol, data_path), start_ns, end_ns)
+    final = out_dir or Path("runs") / ("portfolio-" + "-".join(a.name for a in artifacts))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        res = run_portfolio_backtest(
+            artifacts,
+            {s: df for s, (_, df) in loaded.items()},
+            account=limits,
+            out_dir=tmp,
+            base_dir=artifact_paths[0].parent,
+        )
+        for name, r in res.results.items():
+            write_reports(r, tmp / name, png=plots, html=plots)
+        with (tmp / "account.csv").open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["ts_ns", "equity", "exposure", "open_positions"])
+            w.writeheader()
+            w.writerows(_account_rows(res))
+        data = portfolio_summary(res, limits)
+        data["inputs"] = {
+            "artifacts": [str(p) for p in artifact_paths],
+            "bars": {s: str(p.resolve()) for s, (p, _) in loaded.items()},
+            "account": str(account_path) if account_path else None,
+        }
+        (tmp / "portfolio.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    data["out_dir"] = str(final)
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    acc = data["account"]
+    print(f"\nportfolio of {len(artifacts)} strategies, one account")
+    print(
+        f"  equity {acc['start_equity']:,.2f} -> {acc['end_equity']:,.2f}   "
+        f"max drawdown {acc['max_drawdown_pct']:.2f} %   max open positions "
+        f"{acc['max_open_positions']}   portfolio refusals {acc['refusals']}"
+    )
+    print(f"\n  {'strategy':<24} {'return %':>9} {'trades':>7} {'win %':>7} {'refusals':>9}")
+    for name, s in data["strategies"].items():
+        m = s["metrics"]
+        ret, win = (_fmt(m[k]) for k in ("total_return_pct", "win_rate_pct"))
+        print(f"  {name:<24} {ret:>9} {m['trades']:>7} {win:>7} {s['refusals']:>9}")
+    print(f"\nlogs and reports in {final}/ (one directory per strategy, account.csv)")
+    return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from artifacts.schema import Artifact
+from feeds.endpoints import ipc_endpoint
 from order_kernel import messages as m
 from order_kernel.client import ClientTimeoutError, OrderKernelClient
 from strategy_kernel.errors import StrategyError
@@ -107,8 +108,7 @@ def order_kernel_process(
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "kernel.toml"
     config.write_text(kernel_config(artifact))
-    sock = workdir / "ok.sock"
-    endpoint = f"ipc://{sock}"
+    endpoint = ipc_endpoint(workdir / "ok.sock")
     err_path = workdir / "order-kernel.stderr"
     root = Path(__file__).resolve().parents[1]
     env = dict(

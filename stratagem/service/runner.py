@@ -37,6 +37,7 @@ import zmq
 from artifacts.io import load_with_lines
 from artifacts.schema import Artifact
 from feeds.bus import Publisher, bar_topic
+from feeds.endpoints import ipc_endpoint
 from feeds.files import read_bars
 from feeds.schema import Bar, timeframe_to_ns
 from order_kernel.client import OrderKernelClient
@@ -124,7 +125,7 @@ class OrderKernelProcess:
         workdir = workdir.resolve()
         self.workdir = workdir
         self.config_text = config_text  # written at start(): a refused runner touches nothing
-        self.endpoint = f"ipc://{(workdir / 'ok.sock').resolve()}"
+        self.endpoint = ipc_endpoint(workdir / "ok.sock")
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.stderr_path = workdir / "order-kernel.stderr"

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from feeds.endpoints import ipc_endpoint
 from stratagem.service import ServiceError
 
 
@@ -83,7 +84,7 @@ class RunnerSettings(BaseModel):
     kernel_attempts: int = Field(default=3, ge=1)  # then the session crashes and is restarted
 
     def control(self) -> str:
-        return self.control_endpoint or f"ipc://{self.state_dir.resolve()}/control.sock"
+        return self.control_endpoint or ipc_endpoint(self.state_dir / "control.sock")
 
     def health_path(self) -> Path:
         return self.state_dir / "health.json"

@@ -13,6 +13,7 @@ import math
 import operator
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
 from indicators.streaming import make_stream
@@ -80,12 +81,18 @@ class IndicatorSignal:
         self.stream = make_stream(fn, dict(params))
         self.input_slots = [self._SLOTS.index(name) for name in inputs]
         self.output_index = output_index
+        # one input (the common case: close) is placed without a loop
+        self._single = self.input_slots[0] if len(self.input_slots) == 1 else -1
 
     def update(self, args: Sequence[Value], bar: BarValues) -> Value:
-        slots = [math.nan] * 5
+        nan = math.nan
+        if self._single == 3 and len(args) == 1:  # close only: no slot list to build
+            out = self.stream.update_floats(nan, nan, nan, float(args[0]), nan)
+            return float(out[self.output_index])
+        slots = [nan] * 5
         for slot, value in zip(self.input_slots, args, strict=True):
             slots[slot] = float(value)
-        return float(self.stream.update(*slots)[self.output_index])
+        return float(self.stream.update_floats(*slots)[self.output_index])
 
     def snapshot(self) -> Any:
         return self.stream.snapshot()
@@ -101,7 +108,10 @@ class Threshold(Stateless):
 
     def update(self, args: Sequence[Value], bar: BarValues) -> Value:
         rhs = float(args[1]) if self.value is None else self.value
-        return compare(self.op, float(args[0]), rhs)
+        lhs = float(args[0])
+        if lhs != lhs or rhs != rhs:  # compare(): an undefined (NaN) side is never true
+            return False
+        return _OPS[self.op](lhs, rhs)
 
 
 class Cross:
@@ -119,9 +129,10 @@ class Cross:
         b = float(args[1]) if self.value is None else self.value
         pa, pb = self.prev
         self.prev = (a, b)
+        # plain float comparisons: <, <=, >, >= are already false when a side is NaN (= compare())
         if self.above:
-            return compare("<=", pa, pb) and compare(">", a, b)
-        return compare(">=", pa, pb) and compare("<", a, b)
+            return pa <= pb and a > b
+        return pa >= pb and a < b
 
     def snapshot(self) -> Any:
         return self.prev
@@ -132,12 +143,12 @@ class Cross:
 
 class AllOf(Stateless):
     def update(self, args: Sequence[Value], bar: BarValues) -> Value:
-        return all(bool(a) for a in args)
+        return all(args)  # truth value of each input, as bool(a)
 
 
 class AnyOf(Stateless):
     def update(self, args: Sequence[Value], bar: BarValues) -> Value:
-        return any(bool(a) for a in args)
+        return any(args)
 
 
 class Not(Stateless):
@@ -158,9 +169,9 @@ class Rising:
         self.window.append(float(args[0]))
         if len(self.window) < (self.window.maxlen or 0):
             return False
-        w = list(self.window)
-        op = "<" if self.rising else ">"
-        return all(compare(op, w[i], w[i + 1]) for i in range(len(w) - 1))
+        w = self.window
+        # each step strictly up (down); < and > are false when a side is NaN, like compare()
+        return all(map(operator.lt if self.rising else operator.gt, w, islice(w, 1, None)))
 
     def snapshot(self) -> Any:
         return list(self.window)

@@ -59,6 +59,10 @@ from order_kernel.venues.sim import SimVenue
 
 E = OrderEvent
 S = OrderState
+# Enum members bound once: on Python 3.11 `TimeInForce.GTD` is a descriptor lookup (~70 ns),
+# and the per-bar matching path compares order types and TIFs for every open order.
+_MARKET, _STOP, _STOP_LIMIT = OrderType.MARKET, OrderType.STOP, OrderType.STOP_LIMIT
+_GTD, _IOC, _FOK = TimeInForce.GTD, TimeInForce.IOC, TimeInForce.FOK
 
 #: Largest price (ticks) / quantity (lots) / notional the int64 kernel accepts.
 MAX_TICKS: Final = 2**48
@@ -233,7 +237,7 @@ class OrderKernel:
 
     def handle(self, cmd: m.Command) -> list[m.Event]:
         """Process one command and return the events it caused, in order."""
-        return self._handle(cmd, m.encode(cmd))
+        return self._handle(cmd, m.encode(cmd) if self.log is not None else b"")
 
     def handle_raw(self, cmd: m.Command, raw: bytes) -> list[m.Event]:
         """Process a command already decoded from `raw` (the server's path: one decode; the
@@ -1002,9 +1006,9 @@ class OrderKernel:
             )
             return
         if (
-            not (
-                0 < bar.low <= min(bar.open, bar.close)
-                and max(bar.open, bar.close) <= bar.high <= MAX_TICKS
+            not (  # 0 < low <= open, close <= high <= MAX_TICKS, without min()/max() calls
+                0 < bar.low <= bar.open <= bar.high <= MAX_TICKS
+                and bar.low <= bar.close <= bar.high
             )
             or bar.volume < 0
             or not 0 <= bar.interval_ns <= MAX_BAR_INTERVAL_NS
@@ -1025,26 +1029,33 @@ class OrderKernel:
                 f"bar {sym} @ {bar.ts_ns} is not after the previous bar @ {last}",
             )
             return
-        if self._daily_loss_on:
+        # the Decimal equity is computed only when roll_day takes a new day's snapshot
+        if self._daily_loss_on and self._risk.is_new_day(bar.ts_ns):
             self._risk.roll_day(bar.ts_ns, self._equity())
-        self._fire_timers(bar.ts_ns)
-        self._check_heartbeat(bar.ts_ns)
-        self._fire_slices(bar.ts_ns)
+        if self._timers:
+            self._fire_timers(bar.ts_ns)
+        if self.heartbeat_timeout_ns is not None:
+            self._check_heartbeat(bar.ts_ns)
+        if self._sched_open:
+            self._fire_slices(bar.ts_ns)
+        if self._open:  # nothing to match otherwise (most bars of a backtest)
+            self._match_bar(bar, sym)
+        self._last_bar_ts[sym] = bar.ts_ns
+        self._last_close[sym] = bar.close
+        self._funding(bar)
+
+    def _match_bar(self, bar: m.MarketBar, sym: str) -> None:
+        """The open orders against one bar: GTD expiry, then stops/markets/limits by class."""
         orders = self.machine.orders
         eligible = [
             o
             for o in self._open.values()
-            if o.cmd.symbol == sym and int(orders[F_ACTIVE_FROM, o.slot]) < bar.ts_ns
+            if o.cmd.symbol == sym and orders.item(F_ACTIVE_FROM, o.slot) < bar.ts_ns
         ]
         # GTD expiry at the start of the bar
         for o in eligible:
             exp = o.cmd.expire_ts_ns
-            if (
-                o.final_state is None
-                and o.cmd.tif is TimeInForce.GTD
-                and exp is not None
-                and exp <= bar.ts_ns
-            ):
+            if o.final_state is None and o.cmd.tif is _GTD and exp is not None and exp <= bar.ts_ns:
                 self._must(o, E.EXPIRE)
                 self._emit(m.OrderExpired, client_order_id=o.cmd.client_order_id)
                 self._after_terminal(o)
@@ -1056,7 +1067,8 @@ class OrderKernel:
             if o.final_state is None and o.arrival_ts <= bar.ts_ns and o.cmd.schedule is None
         ]
         # by class, then venue queue position (submission order; an iceberg refill goes last)
-        eligible.sort(key=lambda o: (self._match_class(o), o.priority))
+        if len(eligible) > 1:
+            eligible.sort(key=lambda o: (self._match_class(o), o.priority))
         budget = [self.venue.volume_budget(bar)]
         self._matching = bar
         self._same_bar = []
@@ -1072,21 +1084,19 @@ class OrderKernel:
                     and (budget[0] is None or budget[0] > 0)
                 ):
                     queue.append(o)
-            live_children = self._match_same_bar_children(bar, budget)
+            live_children = self._match_same_bar_children(bar, budget) if self._same_bar else []
         finally:
             self._matching = None
             self._same_bar = []
         for o in eligible:
             if o.final_state is None:
-                orders[F_FLAGS, o.slot] |= FLAG_RESTING
+                if not orders.item(F_FLAGS, o.slot) & FLAG_RESTING:  # write once, not every bar
+                    orders[F_FLAGS, o.slot] |= FLAG_RESTING
                 if o.cmd.trailing is not None:
                     self._trail(o, bar)
         for o in live_children:
             if o.final_state is None:
                 orders[F_FLAGS, o.slot] |= FLAG_RESTING
-        self._last_bar_ts[sym] = bar.ts_ns
-        self._last_close[sym] = bar.close
-        self._funding(bar)
 
     def _match_same_bar_children(self, bar: m.MarketBar, budget: list[int | None]) -> list[_Order]:
         """Bracket children placed by a fill in this bar are live for the rest of it (SimVenue
@@ -1128,10 +1138,10 @@ class OrderKernel:
 
     def _match_class(self, o: _Order) -> int:
         ot = o.cmd.order_type
-        triggered = bool(self.machine.orders[F_FLAGS, o.slot] & FLAG_TRIGGERED)
-        if ot is OrderType.MARKET or (ot is OrderType.STOP and triggered):
+        triggered = bool(self.machine.orders.item(F_FLAGS, o.slot) & FLAG_TRIGGERED)
+        if ot is _MARKET or (ot is _STOP and triggered):
             return 0
-        if ot in (OrderType.STOP, OrderType.STOP_LIMIT) and not triggered:
+        if (ot is _STOP or ot is _STOP_LIMIT) and not triggered:
             return 1
         return 2
 
@@ -1145,20 +1155,21 @@ class OrderKernel:
         orders = self.machine.orders
         side = o.cmd.side
         ot = o.cmd.order_type
-        flags = int(orders[F_FLAGS, o.slot])
+        flags = orders.item(F_FLAGS, o.slot)  # .item(): a Python int without a numpy scalar
         first = not flags & FLAG_RESTING
-        limit = int(orders[F_PRICE, o.slot])
-        immediate = o.cmd.tif in (TimeInForce.IOC, TimeInForce.FOK)
+        limit = orders.item(F_PRICE, o.slot)
+        tif = o.cmd.tif
+        immediate = tif is _IOC or tif is _FOK
         price: int | None = None
         maker = False
         opportunity = first  # IOC/FOK act at the first opportunity
         at_open = False  # does the fill happen at the bar's opening price?
-        if ot is OrderType.MARKET or (ot is OrderType.STOP and flags & FLAG_TRIGGERED):
+        if ot is _MARKET or (ot is _STOP and flags & FLAG_TRIGGERED):
             price = self.venue.slipped(side, bar.open, bar)
             at_open = True
-        elif ot in (OrderType.STOP, OrderType.STOP_LIMIT) and not flags & FLAG_TRIGGERED:
+        elif (ot is _STOP or ot is _STOP_LIMIT) and not flags & FLAG_TRIGGERED:
             opportunity = False
-            stop = int(orders[F_TRIGGER, o.slot])
+            stop = orders.item(F_TRIGGER, o.slot)
             tp = (
                 SimVenue.intrabar_trigger_price(side, stop, bar)
                 if intrabar
@@ -1170,7 +1181,7 @@ class OrderKernel:
             at_open = tp == bar.open and not intrabar
             self._must(o, E.TRIGGER)
             self._emit(m.OrderTriggered, client_order_id=o.cmd.client_order_id, trigger_price=tp)
-            if ot is OrderType.STOP:
+            if ot is _STOP:
                 price = self.venue.slipped(side, tp, bar)
             elif SimVenue.crosses(side, limit, tp):
                 price = tp
@@ -1203,7 +1214,7 @@ class OrderKernel:
                 qty = min(qty, o.clip_left)
             if budget[0] is not None:
                 qty = min(qty, budget[0])
-            if o.cmd.tif is TimeInForce.FOK and qty < leaves:
+            if tif is _FOK and qty < leaves:
                 qty = 0
             cost = abs(int(self.machine.positions[P_COST, self._sym_index[o.cmd.symbol]]))
             if qty > 0 and cost + qty * price > MAX_NOTIONAL:

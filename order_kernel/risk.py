@@ -150,6 +150,10 @@ class RiskGate:
         """The gate's mutable state (for recovery equality checks)."""
         return (tuple(self._recent), self._day, self._day_start_equity)
 
+    def is_new_day(self, ts_ns: int) -> bool:
+        """Would `roll_day` take a new snapshot? (lets callers skip computing equity per bar)"""
+        return ts_ns // NS_PER_DAY != self._day
+
     def roll_day(self, ts_ns: int, equity: Decimal) -> None:
         """Snapshot net equity at the first command of each UTC day (for the daily loss stop)."""
         day = ts_ns // NS_PER_DAY

@@ -10,6 +10,7 @@ Per bar, in this order (the order is what makes it point-in-time):
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,42 +227,56 @@ class BarLoop:
         self.traded_units = 0
 
     def deliver(self, cmds: list[m.Message]) -> None:
-        queue = list(cmds)
+        """Commands to the order kernel, first in first out; events' follow-ups join the queue."""
+        if not cmds:  # most closes decide nothing
+            return
+        queue = deque(cmds)
+        handle = self.ok.handle
         while queue:
-            cmd = queue.pop(0)
-            for ev in self.ok.handle(cmd):  # type: ignore[arg-type]
-                if isinstance(ev, m.OrderFilled):
-                    self.traded_units += ev.qty * ev.price
-                queue.extend(self.sk.on_event(ev))
+            self._events(handle(queue.popleft()), queue)  # type: ignore[arg-type]
+
+    def _events(self, events: list[m.Event], queue: deque[m.Message]) -> None:
+        on_event = self.sk.on_event
+        for ev in events:
+            if isinstance(ev, m.OrderFilled):
+                self.traded_units += ev.qty * ev.price
+            queue.extend(on_event(ev))
 
     def step(self, bar: BarValues, ticks: tuple[int, int, int, int], lots: int) -> None:
         """One bar; `ticks` are its (open, high, low, close) in ticks, `lots` its volume."""
         i = len(self.ts)
         sk = self.sk
-        self.deliver(
-            [
-                m.MarketBar(  # market data is its own stream: not in the session's seq
-                    session_id=sk.session_id,
-                    seq=0,
-                    ts_ns=bar.ts_ns,
-                    symbol=self.inst.symbol,
-                    open=ticks[0],
-                    high=ticks[1],
-                    low=ticks[2],
-                    close=ticks[3],
-                    volume=lots,
-                    interval_ns=self.tf_ns,
-                )
-            ]
+        bar_ts = bar.ts_ns
+        t_open, t_high, t_low, t_close = ticks
+        events = self.ok.handle(
+            m.MarketBar(  # market data is its own stream: not in the session's seq
+                session_id=sk.session_id,
+                seq=0,
+                ts_ns=bar_ts,
+                symbol=self.inst.symbol,
+                open=t_open,
+                high=t_high,
+                low=t_low,
+                close=t_close,
+                volume=lots,
+                interval_ns=self.tf_ns,
+            )
         )
-        self.deliver(sk.on_bar(bar))
-        self.ts.append(bar.ts_ns)
+        if events:  # fills and position updates: same order as deliver([bar])
+            queue: deque[m.Message] = deque()
+            self._events(events, queue)
+            self.deliver(list(queue))
+        cmds = sk.on_bar(bar)
+        if cmds:
+            self.deliver(cmds)
+        self.ts.append(bar_ts)
         self.close.append(bar.close)
         self.equity.append(sk.equity())
         self.position.append(sk.position)
-        for k, series in self.nodes.items():
-            series.append(float(sk.dag.values[k]))
-        if i in self.swaps:  # the new version takes over at this bar's close
+        if self.nodes:
+            for k, series in self.nodes.items():
+                series.append(float(sk.dag.values[k]))
+        if self.swaps and i in self.swaps:  # the new version takes over at this bar's close
             new = self.swaps[i]
             self.deliver(sk.reparameterize(new, check(new), bar.ts_ns + self.tf_ns))
 
@@ -322,23 +337,26 @@ def _simulate(
     loop = BarLoop(sk, ok, artifact, inst, tf_ns, record_nodes, swaps)
     ts = bars["ts_ns"].to_numpy()
     cols = {c: bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
-    ticks = np.column_stack(
-        [
-            np.rint(cols[c] / loop.price_inc).astype(np.int64)
+    ticks = zip(  # (open, high, low, close) in ticks, one tuple per bar
+        *(
+            np.rint(cols[c] / loop.price_inc).astype(np.int64).tolist()
             for c in ("open", "high", "low", "close")
-        ]
-    ).tolist()
+        ),
+        strict=True,
+    )
     lots = np.rint(cols["volume"] / loop.size_inc).astype(np.int64).tolist()
     rows = zip(
         ts.tolist(),
         *(cols[c].tolist() for c in ("open", "high", "low", "close", "volume")),
         strict=True,
     )
-    for i, row in enumerate(rows):
+    make_bar = BarValues._make  # the NamedTuple without its per-call __new__ wrapper
+    step = loop.step
+    for i, (row, tk, lot) in enumerate(zip(rows, ticks, lots, strict=True)):
         if feed is not None:  # other symbols' bars closed by this bar's close, first
             for name, aux, at in feed.due(row[0]):
                 sk.on_data(name, aux, at)
-        loop.step(BarValues(*row), tuple(ticks[i]), lots[i])
+        step(make_bar(row), tk, lot)
         if progress is not None:
             progress(i)
     return loop.result()

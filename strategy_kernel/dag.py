@@ -8,7 +8,8 @@ one of their inputs changed value. The topological order is fixed at compile tim
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ from indicators import nodes as sn
 from indicators.registry import get_indicator
 
 BASE_CLOCK: frozenset[str] = frozenset({"base"})
+#: position of each price column in `BarValues` (ts_ns comes first)
+_COLUMN_INDEX: dict[str, int] = {col: i + 1 for i, col in enumerate(PRICE_COLUMNS)}
+if PRICE_COLUMNS != ("open", "high", "low", "close", "volume"):  # on_bar stores them by name
+    raise ImportError(f"DagEvaluator.on_bar expects the columns of BarValues, not {PRICE_COLUMNS}")
 
 
 @dataclass
@@ -175,13 +180,42 @@ class DagEvaluator:
         self._fill_hooks = [
             h for c in self.compiled if (h := getattr(c.impl, "on_fill", None)) is not None
         ]
+        # The per-bar plan, resolved once: on_bar runs per event, so no attribute lookups,
+        # isinstance checks or clock-set tests are repeated there that compile time can answer.
+        self._plan = [
+            (
+                c.node_id,
+                c.impl.update,
+                c.inputs,
+                c.inputs[0] if len(c.inputs) == 1 else None,  # the one input, read inline
+                _getter(c.inputs),
+                c.impl.clocked,
+                c.clocks,
+                c.impl if isinstance(c.impl, sn.Resample) else None,
+            )
+            for c in self.compiled
+        ]
+        # when every clocked node is on the base clock (no resample, no node fed only by another
+        # symbol's data), every clocked node steps on every bar: no clock test per node
+        self._single_clock = all(
+            not BASE_CLOCK.isdisjoint(c.clocks) for c in self.compiled if c.impl.clocked
+        )
+        # only pure nodes look at which columns changed; other columns are just stored
+        self._watched = tuple(
+            col
+            for col in PRICE_COLUMNS
+            if any(not c.impl.clocked and col in c.inputs for c in self.compiled)
+        )
 
     def on_bar(self, bar: sn.BarValues) -> list[str]:
+        values = self.values
         changed: set[str] = set()
-        for col, value in zip(PRICE_COLUMNS, bar[1:], strict=True):
-            if not _same(self.values[col], value):
+        for col in self._watched:
+            value = bar[_COLUMN_INDEX[col]]
+            if not _same(values[col], value):
                 changed.add(col)
-            self.values[col] = value
+        _, values["open"], values["high"], values["low"], values["close"], values["volume"] = bar
+        single_clock = self._single_clock
         ticked = set(BASE_CLOCK)
         if self._aux_ticked:  # other symbols' bars that became visible since the last bar
             ticked |= self._aux_ticked
@@ -190,21 +224,29 @@ class DagEvaluator:
         out: list[str] = []
         first = not self._primed  # on the first bar every node runs once: `not false` is true
         self._primed = True
-        for c in self.compiled:
-            if c.impl.clocked:
-                if ticked.isdisjoint(c.clocks):
+        runs = 0
+        for node_id, update, inputs, one, get, clocked, clocks, resample in self._plan:
+            if clocked:
+                if not single_clock and ticked.isdisjoint(clocks):
                     continue
-            elif not first and not any(i in changed for i in c.inputs):
+            elif not first and changed.isdisjoint(inputs):
                 continue
-            args = [self.values[i] for i in c.inputs]
-            new = c.impl.update(args, bar)
-            self.evaluations += 1
-            if isinstance(c.impl, sn.Resample) and c.impl.ticked:
-                ticked.add(c.node_id)
-            if not _same(self.values[c.node_id], new):
-                self.values[c.node_id] = new
-                changed.add(c.node_id)
-                out.append(c.node_id)
+            new = update((values[one],) if one is not None else get(values), bar)
+            runs += 1
+            if resample is not None and resample.ticked:
+                ticked.add(node_id)
+            old = values[node_id]
+            kind = type(new)
+            if kind is type(old) and (kind is float or kind is bool):
+                # _same() inlined for the two value types: NaN equals NaN, bool never equals float
+                if new == old or (new != new and old != old):
+                    continue
+            elif _same(old, new):
+                continue
+            values[node_id] = new
+            changed.add(node_id)
+            out.append(node_id)
+        self.evaluations += runs
         return out
 
     def on_aux(self, name: str, bar: sn.BarValues) -> None:
@@ -240,6 +282,20 @@ class DagEvaluator:
             if c.node_id in state["nodes"] and (only is None or c.node_id in only):
                 c.impl.restore(state["nodes"][c.node_id])
                 self.values[c.node_id] = state["values"][c.node_id]
+
+
+def _no_inputs(values: Mapping[str, sn.Value]) -> tuple[sn.Value, ...]:
+    return ()
+
+
+def _getter(inputs: tuple[str, ...]) -> Callable[[Mapping[str, sn.Value]], tuple[sn.Value, ...]]:
+    """The input values of a node with several inputs (or none) as one tuple, in declared order."""
+    if not inputs:
+        return _no_inputs
+    if len(inputs) == 1:  # itemgetter of one key returns the bare value; on_bar reads it inline
+        key = inputs[0]
+        return lambda values: (values[key],)
+    return operator.itemgetter(*inputs)
 
 
 def unchanged_nodes(old: Artifact, new: Artifact) -> set[str]:

@@ -30,6 +30,9 @@ from strategy_kernel.state import Phase, Trigger, next_phase
 from strategy_kernel.volatility import periods_per_year, realized_vol
 
 NS_PER_DAY = 86_400_000_000_000
+# phases bound once for on_bar, which tests them on every bar (enum lookups are slow on 3.11)
+_IDLE, _LOOKING, _ENTERED = Phase.IDLE, Phase.LOOKING, Phase.ENTERED
+_MANAGING, _EXITED = Phase.MANAGING, Phase.EXITED
 
 
 @dataclass
@@ -107,6 +110,7 @@ class StrategyKernel:
         self.price_inc = artifact.instrument.price_increment
         self.size_inc = artifact.instrument.size_increment
         self.unit_value = float(self.price_inc * self.size_inc)
+        self._price_inc_f = float(self.price_inc)  # _ticks runs on every bar: convert once
         self.atr = _atr_stream(artifact)
         # recent closes for vol_target sizing (empty otherwise: nothing to do per bar)
         self._vol_lookback = sizing_warmup(artifact)
@@ -160,7 +164,7 @@ class StrategyKernel:
         return self.seq
 
     def _ticks(self, price: float) -> int:
-        return round(price / float(self.price_inc))
+        return round(price / self._price_inc_f)
 
     def equity(self) -> float:
         """Account equity in quote currency, marked at the last close."""
@@ -218,39 +222,39 @@ class StrategyKernel:
         """A bar closed: update nodes, step the state machine, return commands (ts = bar close)."""
         self.bar_index += 1
         self._last_bar = bar
-        ts = bar.ts_ns + self.timeframe_ns  # decisions happen at the bar's close
-        self.last_close = self._ticks(bar.close)
-        self.log.append(
-            "bar", bar.ts_ns, o=bar.open, h=bar.high, l=bar.low, c=bar.close, v=bar.volume
-        )
+        bar_ts, o, h, l, c, v = bar  # noqa: E741  # one unpack instead of a field lookup per use
+        ts = bar_ts + self.timeframe_ns  # decisions happen at the bar's close
+        self.last_close = round(c / self._price_inc_f)  # _ticks(), inlined
+        self.log.append_bar(bar_ts, o, h, l, c, v)
         changed = self.dag.on_bar(bar)
         if changed:
-            self.log.append("nodes", ts, values={n: self.dag.values[n] for n in changed})
+            values = self.dag.values
+            self.log.append_nodes(ts, {n: values[n] for n in changed})
         if self.atr is not None:
-            self._atr_value = self.atr.update(bar.open, bar.high, bar.low, bar.close, bar.volume)[0]
+            self._atr_value = self.atr.update(o, h, l, c, v)[0]
         if self._vol_lookback:
-            self._closes.append(bar.close)
+            self._closes.append(c)
         self.risk.on_bar(ts, self.equity())
         out: list[m.Message] = []
-        if self.phase is Phase.EXITED:
+        if self.phase is _EXITED:
             self._transition(Trigger.NEXT_BAR, ts, "bookkeeping done")
-        if self.phase is Phase.IDLE:
+        if self.phase is _IDLE:
             if self.bar_index >= self.warmup:
                 self._transition(Trigger.WARMED_UP, ts, f"{self.warmup} warm-up bars seen")
             else:
                 return out
-        invalid = self._cond(self.artifact.entry.invalid_if)
+        entry = self.artifact.entry  # invalid_if is read only where it decides something
         if (
-            self.phase is Phase.LOOKING
+            self.phase is _LOOKING
             and self.bar_index >= self.warm_until_bar
-            and self._cond(self.artifact.entry.when)
+            and self._cond(entry.when)
         ):
-            if invalid:
+            if self._cond(entry.invalid_if):
                 self._refuse(ts, "entry.invalid_if", "the setup is invalid: entry skipped")
             else:
                 out.extend(self._enter(ts, bar))
         elif (
-            self.phase is Phase.ENTERED
+            self.phase is _ENTERED
             and self.entry_id
             and self.artifact.one_shot is not None
             and ts >= self.artifact.one_shot.expires_at
@@ -258,11 +262,11 @@ class StrategyKernel:
             self.log.append("decision", ts, action="cancel_entry", why="one_shot.expires_at")
             out.append(self._cancel(ts, self.entry_id))
             self.entry_deadline_bar = None
-        elif self.phase is Phase.ENTERED and invalid and self.entry_id:
+        elif self.phase is _ENTERED and self.entry_id and self._cond(entry.invalid_if):
             self.log.append("decision", ts, action="cancel_entry", why="entry.invalid_if is true")
             out.append(self._cancel(ts, self.entry_id))
             self.entry_deadline_bar = None
-        elif self.phase is Phase.ENTERED:
+        elif self.phase is _ENTERED:
             if (
                 self.entry_deadline_bar is not None
                 and self.bar_index >= self.entry_deadline_bar
@@ -271,7 +275,7 @@ class StrategyKernel:
                 self.log.append("decision", ts, action="cancel_entry", why="entry timeout")
                 out.append(self._cancel(ts, self.entry_id))
                 self.entry_deadline_bar = None
-        elif self.phase is Phase.MANAGING and not self.exit_sent:
+        elif self.phase is _MANAGING and not self.exit_sent:
             out.extend(self._manage_stop(ts, bar))
             why = None
             if self._cond(self.artifact.exit.when):

@@ -18,10 +18,38 @@ from typing import IO, Any
 import msgspec
 
 GENESIS = "0" * 64
+_sha256 = hashlib.sha256
 
 
 #: Sorted keys make records independent of dict insertion order; msgspec writes NaN/inf as null.
 _encoder = msgspec.json.Encoder(order="sorted")
+#: For the per-bar records below, whose fields are declared in sorted order already.
+_plain = msgspec.json.Encoder()
+
+
+class _BarRecord(msgspec.Struct):
+    """The "bar" record with its keys declared in sorted order: the same bytes as the sorted
+    dict `append` would encode, without building and sorting a dict on every bar."""
+
+    c: Any
+    h: Any
+    kind: str
+    l: Any  # noqa: E741
+    n: int
+    o: Any
+    prev: str
+    ts_ns: int
+    v: Any
+
+
+class _NodesRecord(msgspec.Struct):
+    """The "nodes" record (node values that changed on a bar), keys in sorted order."""
+
+    kind: str
+    n: int
+    prev: str
+    ts_ns: int
+    values: dict[str, Any]
 
 
 class StrategyLog:
@@ -37,15 +65,32 @@ class StrategyLog:
         self.count = 0
 
     def append(self, kind: str, ts_ns: int, **fields: Any) -> None:
-        record = {
-            "n": self.count,
-            "ts_ns": ts_ns,
-            "kind": kind,
-            "prev": self.head,
-            **fields,
-        }
-        line = _encoder.encode(record)
-        self.head = hashlib.sha256(line).hexdigest()
+        # `fields` is this call's own dict: completed in place (a field named n or prev wins,
+        # as it did when they were merged into a new dict); keys are sorted by the encoder.
+        fields.setdefault("n", self.count)
+        fields.setdefault("prev", self.head)
+        fields["ts_ns"] = ts_ns
+        fields["kind"] = kind
+        self._chain(_encoder.encode(fields))
+
+    def append_bar(self, ts_ns: int, o: Any, h: Any, l: Any, c: Any, v: Any) -> None:  # noqa: E741
+        """`append("bar", ts_ns, o=o, h=h, l=l, c=c, v=v)`, byte for byte, on the per-bar path."""
+        line = _plain.encode(_BarRecord(c, h, "bar", l, self.count, o, self.head, ts_ns, v))
+        self.head = _sha256(line).hexdigest()  # _chain() inlined: this runs once per bar
+        self.count += 1
+        if self._fh is not None:
+            self._fh.write(line + b"\n")
+
+    def append_nodes(self, ts_ns: int, values: dict[str, Any]) -> None:
+        """`append("nodes", ts_ns, values=values)`, byte for byte (`values` keys sorted)."""
+        line = _encoder.encode(_NodesRecord("nodes", self.count, self.head, ts_ns, values))
+        self.head = _sha256(line).hexdigest()  # _chain() inlined: this runs on most bars
+        self.count += 1
+        if self._fh is not None:
+            self._fh.write(line + b"\n")
+
+    def _chain(self, line: bytes) -> None:
+        self.head = _sha256(line).hexdigest()
         self.count += 1
         if self._fh is not None:
             self._fh.write(line + b"\n")

@@ -111,6 +111,11 @@ class Stream:
         )
         return result
 
+    def update_floats(self, o: float, h: float, l: float, c: float, v: float) -> tuple[float, ...]:  # noqa: E741
+        """`update` for callers that already hold Python floats (the per-bar DAG): no conversions."""
+        result: tuple[float, ...] = self._update(self._state, o, h, l, c, v)
+        return result
+
     def snapshot(self) -> np.ndarray:
         """A copy of the whole state (restore it into a stream with the same name and params)."""
         return self._state.copy()

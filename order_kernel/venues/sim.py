@@ -87,6 +87,7 @@ from order_kernel.messages import MarketBar, Trailing
 from order_kernel.spec import Side
 
 NS_PER_HOUR = 3_600_000_000_000
+_BUY, _SELL = Side.BUY, Side.SELL  # bound once: enum attribute lookups are slow on 3.11
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -158,13 +159,13 @@ class SimVenue:
         slip = self.slippage_ticks + _ceil_div(price * self.slippage_bps, 10_000)
         if self.random_slippage_ticks:
             slip += int(self._rng.integers(0, self.random_slippage_ticks + 1))
-        px = price + slip if side is Side.BUY else price - slip
+        px = price + slip if side is _BUY else price - slip
         return min(max(px, bar.low), bar.high)
 
     @staticmethod
     def trigger_price(side: Side, stop: int, bar: MarketBar) -> int | None:
         """The worse of open and stop if the bar reached the stop, else None."""
-        if side is Side.BUY:
+        if side is _BUY:
             return max(bar.open, stop) if bar.high >= stop else None
         return min(bar.open, stop) if bar.low <= stop else None
 
@@ -172,19 +173,19 @@ class SimVenue:
     def intrabar_trigger_price(side: Side, stop: int, bar: MarketBar) -> int | None:
         """A stop that went live inside the bar (rule 15): the stop itself if the bar's range
         reached it (clamped into the bar), else None."""
-        if side is Side.BUY:
+        if side is _BUY:
             return min(max(stop, bar.low), bar.high) if bar.high >= stop else None
         return max(min(stop, bar.high), bar.low) if bar.low <= stop else None
 
     @staticmethod
     def crosses(side: Side, limit: int, price: int) -> bool:
         """Is `price` at or better than the limit for this side (i.e. would a limit fill there)?"""
-        return price <= limit if side is Side.BUY else price >= limit
+        return price <= limit if side is _BUY else price >= limit
 
     @staticmethod
     def limit_price(side: Side, limit: int, bar: MarketBar) -> int | None:
         """The better of open and limit if the bar touched the limit, else None."""
-        if side is Side.BUY:
+        if side is _BUY:
             return min(bar.open, limit) if bar.low <= limit else None
         return max(bar.open, limit) if bar.high >= limit else None
 
@@ -192,12 +193,12 @@ class SimVenue:
     def trailing_trigger(side: Side, trailing: Trailing, bar: MarketBar) -> int:
         """Where a trailing stop's trigger would sit after this bar: a sell stop trails the
         high by the offset, a buy stop trails the low (bps offsets rounded up, i.e. looser)."""
-        ref = bar.high if side is Side.SELL else bar.low
+        ref = bar.high if side is _SELL else bar.low
         if trailing.offset_ticks is not None:
             off = trailing.offset_ticks
         else:
             off = _ceil_div(ref * (trailing.offset_bps or 0), 10_000)
-        return ref - off if side is Side.SELL else ref + off
+        return ref - off if side is _SELL else ref + off
 
     # ------------------------------------------------------------ quantities
 

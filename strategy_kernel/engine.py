@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +144,7 @@ class StrategyKernel:
         self.warm_until_bar = 0  # after a hot-swap, entries wait for new nodes to warm up
         self._pending: list[m.Message] = []  # commands decided while handling an event
         self.entry_gate: EntryGate | None = None  # e.g. a shared-account Portfolio
+        self.paused = False  # set by the service's pause control: no new exposure, exits managed
         # scale-in / scale-out bookkeeping (per trade)
         self._plan_legs: tuple[int, ...] = ()  # planned lots of each take-profit leg
         self._legs: list[int] = []  # lots still working per bracket take-profit leg
@@ -156,6 +157,23 @@ class StrategyKernel:
         self.pending_add = 0  # lots of a working scale-in add (reserved exposure)
         self.entries_filled = 0  # trades opened (one_shot.max_entries counts them)
         self._scale_n = 0
+
+    # ------------------------------------------------------------------ control (service runner)
+
+    def command(self, build: Callable[[int], m.Message]) -> m.Message:
+        """Send a command built around the next sequence number (kill switch, cancel-all...)."""
+        return self._send(build(self._next_seq()))
+
+    def cancel_entry(self, ts_ns: int, why: str) -> list[m.Message]:
+        """Cancel the working entry order, if there is one (pause, one-shot expiry)."""
+        if self.phase is not _ENTERED or not self.entry_id:
+            return []
+        self.log.append("decision", ts_ns, action="cancel_entry", why=why)
+        return [self._cancel(ts_ns, self.entry_id)]
+
+    def sent_commands(self, seqs: Iterable[int]) -> list[m.Message]:
+        """Commands still in the resend buffer, in the order asked for."""
+        return [self._sent[s] for s in seqs if s in self._sent]
 
     # ------------------------------------------------------------------ helpers
 
@@ -251,6 +269,8 @@ class StrategyKernel:
         ):
             if self._cond(entry.invalid_if):
                 self._refuse(ts, "entry.invalid_if", "the setup is invalid: entry skipped")
+            elif self.paused:
+                self.log.append("decision", ts, action="skip_entry", why="paused by control")
             else:
                 out.extend(self._enter(ts, bar))
         elif (
@@ -856,6 +876,9 @@ class StrategyKernel:
             return self._scale_order(ts, "out", lots, -sign, k)
         for k, rule in enumerate(a.entry.scale_in or ()):
             if k >= len(self._adds) or self._adds[k] >= rule.max_adds or not self._cond(rule.when):
+                continue
+            if self.paused:
+                self.log.append("decision", ts, action="skip_add", why="paused by control", rule=k)
                 continue
             self._adds[k] += 1
             lots = math.floor(self._first_fill * rule.size_pct / 100)

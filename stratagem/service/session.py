@@ -50,7 +50,6 @@ from strategy_kernel.log import LogCorruptError, StrategyLog
 from strategy_kernel.log import read as read_strategy_log
 from strategy_kernel.metrics import compute
 from strategy_kernel.report import write_reports
-from strategy_kernel.state import Phase
 from strategy_kernel.transport import KernelPort, RemoteKernel
 
 log = logging.getLogger("stratagem.service.runner")
@@ -92,18 +91,6 @@ class MemoryLog(StrategyLog):
 
 
 # -- the kernel and the loop, with the service's controls ----------------------------------------
-class ServiceStrategyKernel(StrategyKernel):
-    """The strategy kernel with a pause switch: paused, it opens nothing but manages exits."""
-
-    paused = False
-
-    def _enter(self, ts: int, bar: BarValues) -> list[m.Message]:
-        if self.paused:
-            self.log.append("decision", ts, action="skip_entry", why="paused by control")
-            return []
-        return super()._enter(ts, bar)
-
-
 class SessionLoop(BarLoop):
     """BarLoop whose strategy commands are dropped once the kill switch was sent (bars still go
     to the order kernel, so a flatten order fills); runner-injected commands pass (`force`)."""
@@ -169,41 +156,42 @@ def partial_result(loop: BarLoop) -> BacktestResult:
 
 # -- control records: written, then applied; a replay applies them the same way -------------------
 def apply_control(
-    sk: ServiceStrategyKernel, loop: SessionLoop, rec: dict[str, Any], run_dir: Path
+    sk: StrategyKernel, loop: SessionLoop, rec: dict[str, Any], run_dir: Path
 ) -> tuple[list[m.Message], bool]:
     """The commands a control record causes and whether they bypass the kill filter."""
     action = rec["action"]
     ts = int(rec["ts_ns"])
     if action == "pause":
         sk.paused = True
-        if sk.phase is Phase.ENTERED and sk.entry_id:
-            sk.log.append("decision", ts, action="cancel_entry", why="paused by control")
-            return [sk._cancel(ts, sk.entry_id)], False
-        return [], False
+        return sk.cancel_entry(ts, "paused by control"), False
     if action == "resume":
         sk.paused = False
         return [], False
     if action == "kill":
         sk.paused = True
         loop.killed = True
-        cmd = m.KillSwitch(
-            session_id=sk.session_id,
-            seq=sk._next_seq(),
-            ts_ns=ts,
-            flatten=bool(rec.get("flatten")),
-            reason=str(rec.get("reason", "")),
+        flatten, reason = bool(rec.get("flatten")), str(rec.get("reason", ""))
+        kill = sk.command(
+            lambda seq: m.KillSwitch(
+                session_id=sk.session_id, seq=seq, ts_ns=ts, flatten=flatten, reason=reason
+            )
         )
-        return [sk._send(cmd)], True
+        return [kill], True
     if action == "stop":
         if rec.get("on_stop") == "cancel":
-            cmd2 = m.CancelAll(session_id=sk.session_id, seq=sk._next_seq(), ts_ns=ts)
-            return [sk._send(cmd2)], True
+            cancel = sk.command(
+                lambda seq: m.CancelAll(session_id=sk.session_id, seq=seq, ts_ns=ts)
+            )
+            return [cancel], True
         return [], False
     if action == "resend":
-        cmd3 = m.ResendRequest(
-            session_id=sk.session_id, seq=sk._next_seq(), ts_ns=ts, begin_seq=int(rec["begin_seq"])
+        begin = int(rec["begin_seq"])
+        resend = sk.command(
+            lambda seq: m.ResendRequest(
+                session_id=sk.session_id, seq=seq, ts_ns=ts, begin_seq=begin
+            )
         )
-        return [sk._send(cmd3)], True
+        return [resend], True
     if action == "swap":
         path = run_dir / str(rec["artifact"])
         new, lines = load_with_lines(path)
@@ -231,7 +219,7 @@ def _record_fields(rec: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Recovered:
-    sk: ServiceStrategyKernel
+    sk: StrategyKernel
     loop: SessionLoop
     last_event_seq: int
     last_bar_ts: int | None
@@ -240,7 +228,7 @@ class Recovered:
 
 def replay_session(
     path: Path,
-    make_kernel: Callable[[], ServiceStrategyKernel],
+    make_kernel: Callable[[], StrategyKernel],
     ok: KernelPort,
     run_dir: Path,
     account: list[tuple[int, float, float, int]],
@@ -466,8 +454,8 @@ class StrategySession:
             p.detail = why
             p.done.set()
 
-    def _make_kernel(self) -> ServiceStrategyKernel:
-        return ServiceStrategyKernel(
+    def _make_kernel(self) -> StrategyKernel:
+        return StrategyKernel(
             self.artifact,
             self.graph,
             session_id=self.cfg.run_id,
@@ -484,7 +472,7 @@ class StrategySession:
             attempts=cfg.kernel_attempts,
         )
         account_path = cfg.run_dir / "account.csv"
-        sk: ServiceStrategyKernel | None = None
+        sk: StrategyKernel | None = None
         try:
             if self.log_path.is_file() and self.log_path.stat().st_size:
                 cut = cut_torn_tail(self.log_path)
@@ -558,14 +546,14 @@ class StrategySession:
             rec = msgspec.json.decode(line)
             if rec.get("kind") == "command":
                 seqs.append(int(rec["msg"]["seq"]))
-        cmds = [sk._sent[s] for s in seqs if s in sk._sent]
+        cmds = sk.sent_commands(seqs)
         if cmds:
             loop.deliver(cmds)
 
     # -- the bar loop -------------------------------------------------------------------------
     def _bar_loop(
         self,
-        sk: ServiceStrategyKernel,
+        sk: StrategyKernel,
         loop: SessionLoop,
         sub: Subscriber,
         account: io.TextIOBase | Any,
@@ -619,7 +607,7 @@ class StrategySession:
             ):
                 self.snapshot(sk, loop)
 
-    def _serve_inbox(self, sk: ServiceStrategyKernel, loop: SessionLoop) -> None:
+    def _serve_inbox(self, sk: StrategyKernel, loop: SessionLoop) -> None:
         while True:
             try:
                 p = self.inbox.get_nowait()
@@ -632,7 +620,7 @@ class StrategySession:
                 continue
             self._apply(sk, loop, p)
 
-    def _apply(self, sk: ServiceStrategyKernel, loop: SessionLoop, p: Pending) -> None:
+    def _apply(self, sk: StrategyKernel, loop: SessionLoop, p: Pending) -> None:
         req = p.request
         try:
             fields: dict[str, Any] = {
@@ -673,7 +661,7 @@ class StrategySession:
         return {"artifact": rel.as_posix(), "content_hash": h, "version": new.version}
 
     def _control_record(
-        self, sk: ServiceStrategyKernel, loop: SessionLoop, action: str, **fields: Any
+        self, sk: StrategyKernel, loop: SessionLoop, action: str, **fields: Any
     ) -> None:
         ts = decision_ts(loop)
         sk.log.append("control", ts, action=action, **fields)
@@ -682,7 +670,7 @@ class StrategySession:
         loop.deliver(cmds, force=force)
         log.warning("session %s: %s %s", self.cfg.name, action, _record_fields(rec))
 
-    def _finish(self, sk: ServiceStrategyKernel, loop: SessionLoop, reason: str) -> None:
+    def _finish(self, sk: StrategyKernel, loop: SessionLoop, reason: str) -> None:
         """Stop new orders (the bar loop is over), cancel or keep by policy, write the summary."""
         self.stop_reason = reason
         self.state = "stopping"

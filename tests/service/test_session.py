@@ -18,7 +18,6 @@ from order_kernel.kernel import OrderKernel
 from order_kernel.venues.sim import SimVenue
 from service.runner_util import DATA, END_NS, artifacts
 from stratagem.service.session import (
-    ServiceStrategyKernel,
     SessionError,
     SessionLog,
     SessionLoop,
@@ -27,6 +26,7 @@ from stratagem.service.session import (
     replay_session,
 )
 from strategy_kernel.backtest import instrument_spec, log_run_header
+from strategy_kernel.engine import StrategyKernel
 from strategy_kernel.log import read as read_strategy_log
 
 SESSION = "t-rsi"
@@ -53,8 +53,8 @@ class Harness:
         return OrderKernel(SESSION, {inst.symbol: inst},
                            SimVenue(slippage_ticks=bt.slippage_ticks, seed=bt.seed))  # fmt: skip
 
-    def make_kernel(self) -> ServiceStrategyKernel:
-        return ServiceStrategyKernel(
+    def make_kernel(self) -> StrategyKernel:
+        return StrategyKernel(
             self.artifact, self.graph, session_id=SESSION, timeframe_ns=3_600 * 10**9,
             base_dir=self.art.parent,
         )  # fmt: skip

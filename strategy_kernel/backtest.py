@@ -286,9 +286,13 @@ class BarLoop:
         ticks = (round(bar.open / p), round(bar.high / p), round(bar.low / p), round(bar.close / p))
         self.step(bar, ticks, round(bar.volume / q))
 
-    def result(self) -> BacktestResult:
+    def result(self, *, final: bool = True) -> BacktestResult:
+        """The run's result; `final=False` is a snapshot of a run still going (log left open,
+        reported under the artifact version running now)."""
         sk = self.sk
-        sk.log.close()
+        if final:
+            sk.log.close()
+        artifact = self.artifact if final else sk.artifact
         unit = sk.unit_value
         ts = np.array(self.ts, dtype=np.int64)
         equity = np.array(self.equity, dtype=np.float64)
@@ -305,19 +309,19 @@ class BarLoop:
         )
         ok = self.ok
         return BacktestResult(
-            artifact=self.artifact,
-            artifact_hash=content_hash(self.artifact),
+            artifact=artifact,
+            artifact_hash=content_hash(artifact),
             ts_ns=ts,
             close=np.array(self.close, dtype=np.float64),
             equity=equity,
             position=position,
-            trades=sk.trades,
+            trades=sk.trades if final else list(sk.trades),
             metrics=metrics,
             unit_value=unit,
             price_increment=self.price_inc,
             strategy_log_head=sk.log.head,
             order_state_digest=ok.state_digest().hex() if isinstance(ok, OrderKernel) else "remote",
-            refusals=sk.refusals,
+            refusals=sk.refusals if final else list(sk.refusals),
             node_series={k: np.array(v, dtype=np.float64) for k, v in self.nodes.items()},
         )
 

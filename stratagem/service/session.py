@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from artifacts.graph import SignalGraph, check
 from artifacts.io import content_hash, load_with_lines
@@ -39,16 +38,13 @@ from order_kernel import messages as m
 from stratagem.service import ServiceError
 from stratagem.service.control import ControlRequest
 from strategy_kernel.backtest import (
-    BacktestResult,
     BarLoop,
     instrument_spec,
     log_run_header,
-    trade_stats,
 )
 from strategy_kernel.engine import StrategyKernel
 from strategy_kernel.log import LogCorruptError, StrategyLog
 from strategy_kernel.log import read as read_strategy_log
-from strategy_kernel.metrics import compute
 from strategy_kernel.report import write_reports
 from strategy_kernel.transport import KernelPort, RemoteKernel
 
@@ -118,40 +114,6 @@ class SessionLoop(BarLoop):
 def decision_ts(loop: BarLoop) -> int:
     """Controls act at the last bar's close (the strategy's clock), never at wall-clock time."""
     return loop.ts[-1] + loop.tf_ns if loop.ts else 0
-
-
-def partial_result(loop: BarLoop) -> BacktestResult:
-    """`BarLoop.result()` without closing the log: the run's metrics so far."""
-    sk = loop.sk
-    unit = sk.unit_value
-    ts = np.array(loop.ts, dtype=np.int64)
-    equity = np.array(loop.equity, dtype=np.float64)
-    position = np.array(loop.position, dtype=np.int64)
-    metrics = compute(
-        equity=equity,
-        ts_ns=ts,
-        timeframe_ns=loop.tf_ns,
-        in_position=position != 0,
-        trades=trade_stats(sk.trades, unit),
-        traded_notional=loop.traded_units * unit,
-        fees_paid=sk.fees_paid * unit,
-        funding_paid=sk.funding_paid * unit,
-    )
-    return BacktestResult(
-        artifact=sk.artifact,
-        artifact_hash=content_hash(sk.artifact),
-        ts_ns=ts,
-        close=np.array(loop.close, dtype=np.float64),
-        equity=equity,
-        position=position,
-        trades=list(sk.trades),
-        metrics=metrics,
-        unit_value=unit,
-        price_increment=loop.price_inc,
-        strategy_log_head=sk.log.head,
-        order_state_digest="remote",
-        refusals=list(sk.refusals),
-    )
 
 
 # -- control records: written, then applied; a replay applies them the same way -------------------
@@ -689,7 +651,7 @@ class StrategySession:
             os.link(self.cfg.kernel_log, d / "orders.log")
         if not loop.ts:
             return
-        result = partial_result(loop)
+        result = loop.result(final=False)
         with tempfile.TemporaryDirectory(dir=d, prefix=".snapshot.") as tmp:
             files = write_reports(result, Path(tmp), png=False, html=False)
             for p in files.values():

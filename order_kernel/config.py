@@ -16,6 +16,14 @@ kind = "sim"
 slippage_ticks = 0
 seed = 0
 
+# or a real exchange through ccxt (live mode, see order_kernel/live.py):
+# [venue]
+# kind = "ccxt"
+# exchange = "binance"           # a ccxt exchange id
+# sandbox = true                 # the exchange's test network
+# credentials = "env"            # "env" (STRATAGEM_<VENUE>_API_KEY/...) or an encrypted file path
+# poll_interval_ms = 1000        # how often open orders are queried for fills
+
 [[instruments]]
 symbol = "BTC/USDT"
 price_increment = "0.1"
@@ -48,8 +56,16 @@ class InstrumentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     kind: Literal["spot", "perp"] = "spot"
 
 
-class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    kind: Literal["sim"] = "sim"
+class VenueConfig(
+    msgspec.Struct,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    frozen=True,
+    tag_field="kind",
+    tag="sim",
+):
+    """The simulated venue (paper mode, backtests): `kind = "sim"`, the default."""
+
     slippage_ticks: int = 0
     slippage_bps: int = 0
     random_slippage_ticks: int = 0
@@ -62,9 +78,35 @@ class VenueConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     fill_latency_ns: int = 0
 
 
+class CcxtVenueConfig(
+    msgspec.Struct,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    frozen=True,
+    tag_field="kind",
+    tag="ccxt",
+):
+    """Live venue: orders go to `exchange` through `CcxtVenue` (no secrets in this file)."""
+
+    exchange: str
+    sandbox: bool = False
+    credentials: str = "env"  # "env" or the path of an encrypted credentials file
+    credentials_name: str | None = None  # the venue's key in the store; default: `exchange`
+    poll_interval_ms: int = 1000
+    timeout_ms: int = 10_000
+    api_url: str | None = None  # replaces the REST host (a local fake exchange in tests)
+
+    def credentials_path(self, base_dir: str) -> Path | None:
+        """The encrypted credentials file (relative to the config's directory), or None: env."""
+        if self.credentials == "env":
+            return None
+        p = Path(self.credentials)
+        return p if p.is_absolute() or not base_dir else Path(base_dir) / p
+
+
 class KernelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     instruments: list[InstrumentConfig]
-    venue: VenueConfig = VenueConfig()
+    venue: VenueConfig | CcxtVenueConfig = VenueConfig()
     log_dir: str = "order-logs"
     fsync: Literal["always", "batch", "never"] = "batch"
     risk_limits: str | None = None
@@ -105,9 +147,26 @@ class KernelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
                 raise ConfigError(f"{where}: {exc}") from exc
         return dict(sorted(out.items()))
 
-    def make_venue(self) -> SimVenue:
-        """A fresh venue with the configured parameters (also used to recover a session)."""
+    @property
+    def venue_name(self) -> str:
+        """How start-up messages name the venue ("sim", or the exchange id and network)."""
         v = self.venue
+        if isinstance(v, CcxtVenueConfig):
+            return f"{v.exchange} ({'sandbox' if v.sandbox else 'production'})"
+        return "sim"
+
+    @property
+    def live(self) -> bool:
+        """True when orders go to a real exchange (`[venue] kind = "ccxt"`)."""
+        return isinstance(self.venue, CcxtVenueConfig)
+
+    def make_venue(self) -> SimVenue:
+        """A fresh venue with the configured parameters (also used to recover a session). In
+        live mode a default SimVenue (no latency model) only serves the kernel's bookkeeping;
+        it matches nothing (the exchange does)."""
+        v = self.venue
+        if isinstance(v, CcxtVenueConfig):
+            return SimVenue()
         return SimVenue(
             slippage_ticks=v.slippage_ticks,
             slippage_bps=v.slippage_bps,
@@ -135,7 +194,11 @@ def parse_config(
 ) -> KernelConfig:
     """Decode and check a kernel config; errors name the file and the field path."""
     try:
-        cfg = msgspec.toml.decode(text, type=KernelConfig)
+        raw = msgspec.toml.decode(text)
+        venue = raw.get("venue") if isinstance(raw, dict) else None
+        if isinstance(venue, dict) and "kind" not in venue:
+            venue["kind"] = "sim"  # the default venue; the tag is optional in the file
+        cfg = msgspec.convert(raw, type=KernelConfig)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     except msgspec.DecodeError as exc:
@@ -146,6 +209,13 @@ def parse_config(
         raise ConfigError(f"{where}: heartbeat_interval_ms must be > 0")
     if cfg.capacity <= 0:
         raise ConfigError(f"{where}: capacity must be > 0")
+    if isinstance(cfg.venue, CcxtVenueConfig):
+        if not cfg.venue.exchange:
+            raise ConfigError(
+                f"{where}: [venue] exchange must name a ccxt exchange id, e.g. 'binance'"
+            )
+        if cfg.venue.poll_interval_ms <= 0 or cfg.venue.timeout_ms <= 0:
+            raise ConfigError(f"{where}: [venue] poll_interval_ms and timeout_ms must be > 0")
     cfg = msgspec.structs.replace(cfg, base_dir=base_dir)
     cfg.instrument_specs()  # validate now, not at the first session
     cfg.make_venue()

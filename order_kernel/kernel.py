@@ -79,6 +79,9 @@ MAX_SLICES: Final = 10_000
 #: Inbound log records starting with this prefix are venue reconciliations (`reconcile.py`),
 #: replayed by `recover` so the state after a reconciliation is reproduced too.
 RECON_RECORD_PREFIX: Final = b"\x00stratagem-recon\x00"
+#: Inbound log records starting with this prefix are answers of a live venue (`live.py`): an
+#: exchange's answers are inputs like commands, so `recover` replays them the same way.
+LIVE_RECORD_PREFIX: Final = b"\x00stratagem-live\x00"
 
 
 @dataclass(slots=True)
@@ -162,7 +165,11 @@ class OrderKernel:
         capacity: int = 4096,
         resend_buffer: int = 100_000,
         heartbeat_timeout_ns: int | None = None,
+        live: bool = False,
     ) -> None:
+        """`live`: orders go to a real exchange (`live.LiveRoute`): new orders and cancels wait
+        in `outbox` for the route, the venue's answers come back through `live.apply_report`,
+        and bars match nothing here (the exchange matches)."""
         if not session_id:
             raise ConfigError("OrderKernel(session_id=''): give the session a non-empty id")
         if not instruments:
@@ -180,6 +187,9 @@ class OrderKernel:
         self._silence_handled = False
         self.instruments = dict(sorted(instruments.items()))
         self.venue = venue
+        self.live = live
+        #: live mode: (action, client_order_id) requests for the venue route, in order
+        self.outbox: list[tuple[str, str]] = []
         self.log = log
         self.risk_limits = risk or RiskLimits()
         self._risk = RiskGate(self.risk_limits, self.instruments)
@@ -715,6 +725,9 @@ class OrderKernel:
             return None
         self._must(o, E.SUBMIT)
         self._open[cid] = o
+        if self.live and cmd.schedule is None:  # the exchange answers through live.py
+            self.outbox.append(("submit", cid))
+            return o
         # --- the simulated venue answers at once
         venue_refusal = self._venue_check_new(cmd)
         if venue_refusal is not None:
@@ -775,9 +788,15 @@ class OrderKernel:
             return
         self._venue_cancel(o, Reason.OK, "")
 
-    def _venue_cancel(self, o: _Order, reason: Reason, detail: str) -> None:
+    def _venue_cancel(
+        self, o: _Order, reason: Reason, detail: str, *, confirmed: bool = False
+    ) -> None:
         """The venue confirms a cancel (solicited after CANCEL, or unsolicited). A TWAP
-        parent cancels its outstanding slices first, then itself."""
+        parent cancels its outstanding slices first, then itself. Live mode: unless the
+        exchange itself `confirmed` it, the cancel is a request queued for the route."""
+        if self.live and not confirmed and o.cmd.schedule is None:
+            self.outbox.append(("cancel", o.cmd.client_order_id))
+            return
         if o.cmd.schedule is not None:
             o.closing = True
             self._cancel_slices(o, f"parent {o.cmd.client_order_id} cancelled")
@@ -809,10 +828,20 @@ class OrderKernel:
             for o in todo:
                 if o.final_state is None and self._step(o, E.CANCEL) is Reason.OK:
                     self._venue_cancel(o, Reason.OK, detail)
+            if self.live:  # the requests are queued; the exchange answers later
+                return
 
     def _on_amend(self, cmd: m.AmendOrder) -> None:
         o = self._lookup(cmd)
         if o is None:
+            return
+        if self.live:
+            self._deny_cmd(
+                cmd,
+                Reason.INVALID_TRANSITION,
+                f"{o.cmd.client_order_id!r}: amends are not routed to a live venue (CcxtVenue "
+                "has no amend); cancel the order and submit a new one",
+            )
             return
         if o.cmd.schedule is not None:
             self._deny_cmd(
@@ -1038,11 +1067,12 @@ class OrderKernel:
             self._check_heartbeat(bar.ts_ns)
         if self._sched_open:
             self._fire_slices(bar.ts_ns)
-        if self._open:  # nothing to match otherwise (most bars of a backtest)
+        if self._open and not self.live:  # nothing to match otherwise (most bars of a backtest)
             self._match_bar(bar, sym)
         self._last_bar_ts[sym] = bar.ts_ns
         self._last_close[sym] = bar.close
-        self._funding(bar)
+        if not self.live:  # a live venue charges funding itself
+            self._funding(bar)
 
     def _match_bar(self, bar: m.MarketBar, sym: str) -> None:
         """The open orders against one bar: GTD expiry, then stops/markets/limits by class."""
@@ -1618,6 +1648,10 @@ class OrderKernel:
                 from order_kernel.reconcile import replay_record  # reconcile imports kernel
 
                 produced.extend(m.encode(ev) for ev in replay_record(kernel, entry.raw))
+            elif entry.direction == order_log.IN and entry.raw.startswith(LIVE_RECORD_PREFIX):
+                from order_kernel.live import replay_report  # live imports kernel
+
+                produced.extend(m.encode(ev) for ev in replay_report(kernel, entry.raw))
             elif entry.direction == order_log.IN:
                 produced.extend(
                     m.encode(ev)
@@ -1635,6 +1669,8 @@ class OrderKernel:
                 f"{path}: replay diverged from the log at outbound event #{k}; the venue must be built "
                 "with the same parameters and seed, and the instruments/risk limits must match the original run"
             )
+        # requests replay queued were sent before the crash, or never: reconciliation decides
+        kernel.outbox.clear()
         log = order_log.OrderLog(path, fsync=fsync)
         for raw in produced[len(logged) :]:  # events of a command logged just before a crash
             log.append_outbound(raw, seq=m.decode_event(raw).seq)

@@ -15,6 +15,13 @@ current batch, close the logs (flush + fsync) and the sockets.
 
 The monotonic clock used for liveness beats is injected (`clock_ns`) by the composition root;
 nothing it returns reaches a log.
+
+Live mode (`[venue] kind = "ccxt"`, see `live.py`): every session's kernel queues its new
+orders and cancels; after each command the `LiveRoute` sends them to the exchange and the
+answers' events join the command's reply. Every `poll_interval_ms` of the loop clock the route
+queries the open orders (fills, cancels, in-flight resolution) and the events are published.
+The route's `SessionVenue` is the default `snapshot_source`: start-up reconciles with the
+exchange.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +45,7 @@ from order_kernel import wire
 from order_kernel.config import KernelConfig
 from order_kernel.errors import ConfigError
 from order_kernel.kernel import OrderKernel
+from order_kernel.live import LiveRoute, route_from_config
 from order_kernel.reconcile import ReconcileError, ReconReport, VenueSnapshot, reconcile
 from order_kernel.spec import Reason
 
@@ -126,10 +135,13 @@ class Server:
         report: TextIO | None = None,
         snapshot_source: Callable[[str], SnapshotSource | None] | None = None,
         halt_on_conflict: bool = True,
+        live_route: LiveRoute | None = None,
     ) -> None:
         """`snapshot_source(session_id)`: the venue adapter of that session's account (or None);
         when given, every recovered session is reconciled with it before the first command is
-        read. `halt_on_conflict`: refuse to start while a reconciliation flags a conflict."""
+        read. `halt_on_conflict`: refuse to start while a reconciliation flags a conflict.
+        `live_route`: the exchange route of a live config (default: built from kernel.toml
+        with credentials from the environment); it is also the default snapshot source."""
         self.config = config
         self.bind = bind
         self.pub_bind = pub_bind or wire.pub_endpoint(bind)
@@ -148,6 +160,17 @@ class Server:
         self._beat = 0
         self._router: zmq.Socket[bytes] | None = None
         self._pub: zmq.Socket[bytes] | None = None
+        if config.live and live_route is None:
+            live_route = route_from_config(
+                config, clock_ns=clock_ns, sleep=time.sleep, environ=os.environ
+            )
+        if live_route is not None and not config.live:
+            raise ConfigError(
+                'Server(live_route=...) needs a live config: set [venue] kind = "ccxt"'
+            )
+        self._live = live_route
+        if snapshot_source is None and live_route is not None:
+            snapshot_source = live_route.session
         self._snapshot_source = snapshot_source
         self._halt_on_conflict = halt_on_conflict
         self._syncer: _Syncer | None = None
@@ -178,6 +201,7 @@ class Server:
                 fsync=self.config.fsync_policy,
                 capacity=self.config.capacity,
                 heartbeat_timeout_ns=self.config.session_heartbeat_timeout_ns,
+                live=self._live is not None,
             )
             rec = SessionRecovery(
                 sid,
@@ -211,6 +235,12 @@ class Server:
                 f"({conflicts[0][1].detail}); resolve them at the venue or in the log, "
                 "or start with halt_on_conflict=False"
             )
+        if self._live is not None:  # requests reconciliation queued (e.g. bracket exits)
+            for sid, kernel in self.sessions.items():
+                if kernel.outbox:
+                    self._live.dispatch(sid, kernel)
+                    if kernel.log is not None:
+                        kernel.log.flush()
 
     def _reconcile(self, sid: str, kernel: OrderKernel) -> ReconReport | None:
         """Recovery = replay, then reconcile with the venue, then trade (RELIABILITY #6): the
@@ -253,6 +283,7 @@ class Server:
                 self._risk,
                 capacity=self.config.capacity,
                 heartbeat_timeout_ns=self.config.session_heartbeat_timeout_ns,
+                live=self._live is not None,
             )
             self._server_driven_sync(kernel)
             self.sessions[session_id] = kernel
@@ -303,6 +334,8 @@ class Server:
             kernel.handle_raw(cmd, payload)
             kind, ref = wire.ref_kind(cmd), cmd.seq
         raws = kernel.last_encoded  # encoded once, for the log and the wire
+        if self._live is not None and kernel.outbox:  # the exchange's answers join the reply
+            raws = raws + [m.encode(ev) for ev in self._live.dispatch(sid, kernel)]
         reply = wire.encode(wire.Reply(sid, kind, ref, [msgspec.Raw(r) for r in raws]))
         return sid, reply, raws
 
@@ -317,6 +350,26 @@ class Server:
             detail=detail,
         )
         return wire.encode(wire.Reply(sid, wire.KIND_COMMAND, -1, [msgspec.Raw(m.encode(ev))]))
+
+    # ---------------------------------------------------------------- live venue
+
+    def poll_venue(self) -> dict[str, list[bytes]]:
+        """Live mode: one poll of every session's open orders at the exchange; the resulting
+        events are logged (flushed) and returned encoded, by session (name order)."""
+        out: dict[str, list[bytes]] = {}
+        if self._live is None:
+            return out
+        for sid in sorted(self.sessions):
+            kernel = self.sessions[sid]
+            events = self._live.poll(sid, kernel)
+            if events:
+                if kernel.log is not None:
+                    kernel.log.flush()
+                out[sid] = [m.encode(ev) for ev in events]
+        for problem in self._live.problems:
+            print(f"order-kernel: venue poll: {problem}", file=self._report, flush=True)
+        self._live.problems.clear()
+        return out
 
     # ---------------------------------------------------------------- the loop
 
@@ -345,6 +398,7 @@ class Server:
         assert router is not None and pub is not None
         interval_ns = self.config.heartbeat_interval_ms * 1_000_000
         next_beat = self._clock()
+        next_poll = next_beat
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(pub, zmq.POLLIN)
@@ -362,7 +416,13 @@ class Server:
                         ]
                     )
                     next_beat = now + interval_ns
-                wait_ms = max(1, min(100, (next_beat - now) // 1_000_000))
+                wake = next_beat
+                if self._live is not None:
+                    if now >= next_poll:
+                        self._publish_polled(pub)
+                        next_poll = now + self._live.poll_interval_ns
+                    wake = min(wake, next_poll)
+                wait_ms = max(1, min(100, (wake - now) // 1_000_000))
                 ready_socks = poller.poll(wait_ms)
                 if not ready_socks:
                     continue
@@ -373,6 +433,17 @@ class Server:
                         self._read_subscriptions(pub)
         finally:
             self.close()
+
+    def _publish_polled(self, pub: zmq.Socket[bytes]) -> None:
+        """Poll the exchange and publish what it changed (logs flushed first)."""
+        polled = self.poll_venue()
+        if polled:
+            self._read_subscriptions(pub)
+        for sid, raws in polled.items():
+            topic = sid.encode()
+            if self._has_subscriber(topic):
+                for raw in raws:
+                    pub.send_multipart([topic, raw])
 
     def _read_subscriptions(self, pub: zmq.Socket[bytes]) -> None:
         """Track the XPUB's subscription messages (b"\\x01" + prefix / b"\\x00" + prefix; libzmq

@@ -3,12 +3,15 @@
 This module is the composition root of the server: it reads `kernel.toml`, injects the
 monotonic clock (liveness beats only; nothing time-based reaches a log) and installs the
 SIGTERM/SIGINT handlers that stop the loop cleanly (logs flushed and fsynced, sockets closed,
-exit code 0). Also runnable as ``python -m stratagem.commands_order_kernel --bind ... --config ...``.
+exit code 0). With `[venue] kind = "ccxt"` it also builds the live exchange route (credentials
+from the environment or the encrypted file kernel.toml names; see docs/order-kernel.md "Live
+venue"). Also runnable as ``python -m stratagem.commands_order_kernel --bind ... --config ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -21,10 +24,21 @@ __all__ = ["cmd_order_kernel", "main", "register"]
 def cmd_order_kernel(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; exit 0 after a clean shutdown."""
     from order_kernel.config import load_config
+    from order_kernel.live import route_from_config
     from order_kernel.server import Server
 
     config = load_config(args.config)
-    server = Server(config, args.bind, pub_bind=args.pub_bind, clock_ns=time.monotonic_ns)
+    route = route_from_config(
+        config, clock_ns=time.monotonic_ns, sleep=time.sleep, environ=os.environ
+    )
+    server = Server(
+        config,
+        args.bind,
+        pub_bind=args.pub_bind,
+        clock_ns=time.monotonic_ns,
+        live_route=route,
+    )
+    venue = "simulated venue" if route is None else f"live venue {config.venue_name}"
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.stop()
@@ -33,8 +47,8 @@ def cmd_order_kernel(args: argparse.Namespace) -> int:
     try:
         server.serve(
             ready=lambda: print(
-                f"order-kernel: serving {len(server.sessions)} recovered session(s); commands on "
-                f"{server.bind}, events on {server.pub_bind}",
+                f"order-kernel: serving {len(server.sessions)} recovered session(s) on the "
+                f"{venue}; commands on {server.bind}, events on {server.pub_bind}",
                 file=sys.stderr,
                 flush=True,
             )

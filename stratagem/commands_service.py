@@ -14,6 +14,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from stratagem.errors import StratagemError
+
 
 def _settings(args: argparse.Namespace) -> Any:
     from stratagem.service.settings import load_settings
@@ -84,6 +86,13 @@ def cmd_service_run(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = _settings(args)
+    live = settings.runner.mode == "live"
+    if live != args.live:  # real money needs both the config and the flag
+        raise StratagemError(
+            "the config says mode = 'live' but --live was not given"
+            if live
+            else "--live given but the config says mode = 'paper': set runner.mode = 'live'"
+        )
     runner = Runner(settings)
     print(
         f"service {settings.runner.name}: {len(settings.runner.strategies)} strategies, "
@@ -257,6 +266,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     actions = p.add_subparsers(dest="service_command", required=True, metavar="ACTION")
     q = actions.add_parser("run", help="run until SIGINT/SIGTERM or the feed ends")
     common(q)
+    q.add_argument(
+        "--live",
+        action="store_true",
+        help="trade for real on [runner.venue] (the config must also say mode = 'live')",
+    )
     q.set_defaults(func=cmd_service_run)
     q = actions.add_parser("swap", help="hot-swap one strategy to a new artifact version")
     common(q)

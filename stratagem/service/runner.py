@@ -87,13 +87,7 @@ def kernel_toml(artifacts: Sequence[tuple[str, Artifact]], settings: RunnerSetti
     ]
     if settings.risk_limits is not None:
         lines.append(f"risk_limits = {json.dumps(str(settings.risk_limits.resolve()))}")
-    lines += [
-        "",
-        "[venue]",
-        'kind = "sim"',
-        f"slippage_ticks = {first.backtest.slippage_ticks}",
-        f"seed = {first.backtest.seed}",
-    ]
+    lines += ["", "[venue]", *_venue_lines(first, settings)]
     for symbol, (_, spec) in sorted(seen.items()):
         lines += [
             "",
@@ -106,6 +100,41 @@ def kernel_toml(artifacts: Sequence[tuple[str, Artifact]], settings: RunnerSetti
             f'kind = "{spec[4]}"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _venue_lines(first: Artifact, settings: RunnerSettings) -> list[str]:
+    """Paper: the simulated venue as the backtest configures it; live: ccxt routing."""
+    if settings.mode == "paper":
+        return [
+            'kind = "sim"',
+            f"slippage_ticks = {first.backtest.slippage_ticks}",
+            f"seed = {first.backtest.seed}",
+        ]
+    v = settings.venue
+    if v is None:
+        raise RunnerError(
+            "mode = 'live' needs a [runner.venue] table (exchange, credentials, ...): "
+            "see docs/service.md"
+        )
+    if settings.feed.mode != "bus":
+        raise RunnerError(
+            "mode = 'live' trades on a live market-data bus: set feed.mode = 'bus' and "
+            "feed.endpoint (a replayed file would send real orders on historical prices)"
+        )
+    creds = v.credentials if v.credentials == "env" else str(Path(v.credentials).resolve())
+    out = [
+        'kind = "ccxt"',
+        f"exchange = {json.dumps(v.exchange)}",
+        f"sandbox = {'true' if v.sandbox else 'false'}",
+        f"credentials = {json.dumps(creds)}",
+        f"poll_interval_ms = {v.poll_interval_ms}",
+        f"timeout_ms = {v.timeout_ms}",
+    ]
+    if v.credentials_name is not None:
+        out.append(f"credentials_name = {json.dumps(v.credentials_name)}")
+    if v.api_url is not None:
+        out.append(f"api_url = {json.dumps(v.api_url)}")
+    return out
 
 
 def _die_with_parent() -> None:

@@ -58,6 +58,22 @@ class FeedSettings(BaseModel):
     idle_timeout_s: float = Field(default=30.0, gt=0)  # a strategy stops after this silence
 
 
+class LiveVenueSettings(BaseModel):
+    """`[runner.venue]` for live trading: the order kernel routes orders through ccxt.
+
+    No secrets here: `credentials` is "env" or the path of the encrypted credentials file
+    (`order_kernel.credentials`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    exchange: str = Field(min_length=1)
+    sandbox: bool = False
+    credentials: str = "env"
+    credentials_name: str | None = None
+    poll_interval_ms: int = Field(default=1000, ge=10)
+    timeout_ms: int = Field(default=10_000, ge=10)
+    api_url: str | None = None  # a local fake exchange in tests
+
+
 class RunnerSettings(BaseModel):
     """`stratagem service run`: one order kernel, one feed, a strategy kernel per artifact."""
 
@@ -67,6 +83,8 @@ class RunnerSettings(BaseModel):
     strategies: list[StrategyEntry] = Field(default_factory=list)
     feed: FeedSettings = Field(default_factory=FeedSettings)
     on_stop: Literal["cancel", "keep"] = "cancel"
+    mode: Literal["paper", "live"] = "paper"  # live: orders go to [runner.venue] (needs --live)
+    venue: LiveVenueSettings | None = None
     control_endpoint: str | None = None  # default ipc://<state_dir>/control.sock
     control_timeout_s: float = Field(default=5.0, gt=0)
     snapshot_every_bars: int = Field(default=25, ge=1)  # metrics/equity written every N bars

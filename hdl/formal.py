@@ -24,9 +24,22 @@ from amaranth.back import rtlil
 
 from hdl.errors import HdlToolError
 from hdl.export import _tool
-from hdl.order_fsm import OrderTable, OrderTableConfig
+from hdl.order_fsm import LATENCY_CYCLES, SAME_SLOT_GAP, OrderTable, OrderTableConfig
 
-__all__ = ["FormalReport", "run_bmc"]
+__all__ = ["DEFAULT_DEPTH", "FormalReport", "lifecycle_depth", "run_bmc"]
+
+
+def lifecycle_depth(n_events: int) -> int:
+    """Cycles from reset until `n_events` back-to-back events on one slot have committed.
+
+    Events for one slot are accepted `SAME_SLOT_GAP` cycles apart and the last one
+    commits in the pipeline's last stage, `LATENCY_CYCLES - 1` cycles after acceptance.
+    """
+    return (n_events - 1) * SAME_SLOT_GAP + LATENCY_CYCLES
+
+
+#: LOAD, SUBMIT, ACCEPT, FILL_FULL and one event on the filled order, all committed.
+DEFAULT_DEPTH = lifecycle_depth(5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +59,7 @@ class FormalReport:
 
 def run_bmc(
     out_dir: Path,
-    depth: int = 10,
+    depth: int = DEFAULT_DEPTH,
     n_slots: int = 2,
     qty_bits: int = 4,
     price_bits: int = 2,
@@ -54,9 +67,10 @@ def run_bmc(
     """Prove the invariants hold for `depth` cycles from reset on a small instance.
 
     Small widths keep the SAT problem tractable; the table logic does not depend on the
-    widths except through the comparators, so the same structure is checked. Depth 10
-    covers a full lifecycle to a terminal state plus an event on it (three cycles of
-    pipeline latency included); each extra cycle costs roughly 1.4x the time.
+    widths except through the comparators, so the same structure is checked. The default
+    depth (17) covers a full lifecycle to a terminal state plus an event on it through
+    the five-stage pipeline with same-slot spacing (`lifecycle_depth`); it takes ~40 s,
+    and each extra cycle costs roughly 1.4x the time.
     """
     cfg = OrderTableConfig(n_slots=n_slots, qty_bits=qty_bits, price_bits=price_bits)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -4,24 +4,32 @@ Everything about the lifecycle (state and event encodings, the transition table,
 action bits, the reason codes) is read from the spec's dense arrays, so a change to the
 spec changes the hardware on the next elaboration; nothing here restates the table.
 
-Pipeline (one event per clock, three cycles from acceptance to result)::
+Pipeline (one event per clock on distinct slots, five cycles from acceptance to result)::
 
-    cycle t    A: events.valid & events.ready; the slot is read from RAM (sync read port)
-    cycle t+1  B: table rows, quantity checks and the reason code on the slot as read;
-                  candidate sums computed; all registered
-    cycle t+2  C: the new slot is written back and the result registered
-    cycle t+3  results.valid carries the outcome of the event accepted at cycle t
+    cycle t    A: events.valid & events.ready; the slot is read from RAM (an async read
+                  per bank of `BANK_ROWS` slots, each into its own register)
+    cycle t+1  B: forwarding: the bank's row as read, or E's new value for the slot, or
+                  the one E wrote last cycle; the table column for the event (one LUT)
+    cycle t+2  C: the comparators (each one CCU2C carry chain, straight into a register)
+                  and the row of the column for the slot's state
+    cycle t+3  D: the decision from registered bits (both fill rows decided in parallel,
+                  `qty >= leaves` picks one last); the candidate sums
+    cycle t+4  E: the new slot is muxed from registered candidates, written back, and the
+                  result registered
+    cycle t+5  results.valid carries the outcome of the event accepted at cycle t
 
-The read-modify-write loop of a slot spans B and C, so an event for the slot that is in
-stage B right now is held for one cycle (events.ready low): the next cycle its read meets
-C's write in the RAM's read-during-write bypass (the read port is transparent for the
-write port). Events for other slots flow one per clock; back-to-back events for one slot
-go one per two clocks. Splitting the decision (B) from the commit (C) is what lifts fmax
-from ~85 MHz (single compute stage) to 120-130 MHz on ECP5 (docs/hdl.md).
+A slot's read-modify-write loop runs from C (which needs the slot) to E (which produces
+it). An event whose slot is in B or C waits in A (events.ready low); one whose slot is in
+D is accepted, and in B takes E's combinational output; one whose slot is in E takes the
+`written` register (the RAM read beside that write returned the old row). So events for
+one slot are accepted at least `SAME_SLOT_GAP` = 3 cycles apart and events for other
+slots flow one per clock. Every path is register to register through one carry chain or
+about three LUT levels; docs/hdl.md has the measured critical paths.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -35,7 +43,9 @@ from hdl.errors import HdlConfigError
 from order_kernel import spec
 
 __all__ = [
+    "BANK_ROWS",
     "LATENCY_CYCLES",
+    "SAME_SLOT_GAP",
     "ActionCode",
     "OrderEventCode",
     "OrderStateCode",
@@ -68,8 +78,15 @@ ReasonCode: Final = _hw_enum("ReasonCode", spec.Reason, spec.REASON_BITS)
 #: The action bitmask is a plain unsigned field; its bits are `spec.Action`.
 ActionCode: Final = spec.Action
 
+#: Slots per RAM bank: each bank's read data is registered on its own in stage A, so the
+#: LUT RAM output mux tree there is at most 4-way (64 rows = 4 groups of 16).
+BANK_ROWS: Final = 64
 #: Cycles from an event's acceptance to its result appearing on `results` (no stalls).
-LATENCY_CYCLES: Final = 3
+LATENCY_CYCLES: Final = 5
+#: Minimum cycles between the acceptances of two events for the same slot: an event
+#: waits while an earlier one for its slot is in stage B or C (see the module notes),
+#: so an event directly behind one for its slot waits 2 cycles, one two behind waits 1.
+SAME_SLOT_GAP: Final = 3
 
 _FILL_EVENTS: Final = (int(spec.OrderEvent.FILL_PARTIAL), int(spec.OrderEvent.FILL_FULL))
 
@@ -170,66 +187,124 @@ def result_layout(config: OrderTableConfig) -> data.StructLayout:
     )
 
 
-class _Row:
-    """Table outputs for one (state, event) lookup, as combinational signals."""
-
-    def __init__(self, name: str) -> None:
-        self.next_state = Signal(spec.STATE_BITS, name=f"{name}_next_state")
-        self.is_prev = Signal(name=f"{name}_is_prev")
-        self.actions = Signal(spec.ACTION_BITS, name=f"{name}_actions")
-        self.reason = Signal(spec.REASON_BITS, name=f"{name}_reason")
-
-    def assign(self, state: int, event: int) -> list[Any]:
-        """Statements that load the table entry for a constant (state, event)."""
-        nxt = int(spec.NEXT_STATE[state, event])
-        return [
-            self.next_state.eq(state if nxt == spec.PREV else nxt),
-            self.is_prev.eq(nxt == spec.PREV),
-            self.actions.eq(int(spec.ACTIONS[state, event])),
-            self.reason.eq(int(spec.REASONS[state, event])),
-        ]
-
-    def refuse(self, state: Value) -> list[Any]:
-        """An undefined code: refused with INVALID_TRANSITION, as the numba machine does."""
-        return [
-            self.next_state.eq(state),
-            self.is_prev.eq(0),
-            self.actions.eq(0),
-            self.reason.eq(int(spec.Reason.INVALID_TRANSITION)),
-        ]
+def _row_layout() -> data.StructLayout:
+    """One table entry as the hardware carries it between stages."""
+    return data.StructLayout(
+        {
+            "next_state": spec.STATE_BITS,
+            "is_prev": 1,  # restore the saved state (spec.PREV)
+            "actions": spec.ACTION_BITS,
+            "reason": spec.REASON_BITS,
+            # reason == 0 in the ROM; after `_fold_event_checks` also "not a LOAD and the
+            # event's own fields pass", so the decision need not test 8 bits
+            "ok": 1,
+            "is_amend": 1,  # the event is AMEND (set by `_fold_event_checks`)
+        }
+    )
 
 
-def _lookup_row(m: Module, name: str, state: Value, event: Value | int) -> _Row:
-    """A ROM generated from spec.NEXT_STATE/ACTIONS/REASONS, over (state, event) or state alone."""
-    row = _Row(name)
-    if isinstance(event, int):
-        with m.Switch(state):
-            for s in spec.OrderState:
-                with m.Case(int(s)):
-                    m.d.comb += row.assign(int(s), event)
-            with m.Default():
-                m.d.comb += row.refuse(state)
-        return row
-    with m.Switch(Cat(event, state)):
-        for s in spec.OrderState:
-            for e in spec.OrderEvent:
-                with m.Case(int(e) | (int(s) << spec.EVENT_BITS)):
-                    m.d.comb += row.assign(int(s), int(e))
+def _decision_layout() -> data.StructLayout:
+    """What stage D decides for one candidate row (see `OrderTable._decide`)."""
+    return data.StructLayout(
+        {
+            "reason": spec.REASON_BITS,
+            "take": 1,  # accepted and not a LOAD
+            "actions": spec.ACTION_BITS,  # the row's, unmasked
+            "state": spec.STATE_BITS,  # after the event (LOADs included)
+            "prev_state": spec.STATE_BITS,
+            "fill": 1,  # take & APPLY_FILL
+            "ack": 1,  # take & APPLY_AMEND
+            "amend": 1,  # take & event is AMEND: store the amend in flight
+        }
+    )
+
+
+def _row_values(state: int, event: int) -> dict[str, int]:
+    """The table entry for a constant (state, event), field by field."""
+    nxt = int(spec.NEXT_STATE[state, event])
+    reason = int(spec.REASONS[state, event])
+    return {
+        "next_state": state if nxt == spec.PREV else nxt,
+        "is_prev": int(nxt == spec.PREV),
+        "actions": int(spec.ACTIONS[state, event]),
+        "reason": reason,
+        "ok": int(reason == 0),
+    }
+
+
+def _event_column(m: Module, name: str, event: Value) -> list[Any]:
+    """The table's column for `event`: one row per spec state, from the event code alone.
+
+    Each output bit is a function of the 4-bit code, one LUT4, so this stage costs one
+    logic level; the state picks its row in the next stage (`_select_row`).
+    """
+    layout = _row_layout()
+    column = [Signal(layout, name=f"{name}_s{int(s)}") for s in spec.OrderState]
+    with m.Switch(event):
+        for e in spec.OrderEvent:
+            with m.Case(int(e)):
+                m.d.comb += [
+                    row.eq(layout.const(_row_values(int(s), int(e))))
+                    for s, row in zip(spec.OrderState, column, strict=True)
+                ]
         with m.Default():
-            m.d.comb += row.refuse(state)
+            for s, row in zip(spec.OrderState, column, strict=True):
+                m.d.comb += row.eq(_refuse_const(int(s)))
+    return column
+
+
+def _refuse_const(state: int) -> Any:
+    """The row of an undefined code in a known `state`: INVALID_TRANSITION, state unchanged."""
+    return _row_layout().const({"next_state": state, "reason": int(spec.Reason.INVALID_TRANSITION)})
+
+
+def _state_rows(event: int) -> list[Any]:
+    """The table's column for a constant `event`, as constants (the FILL_PARTIAL rows)."""
+    return [_row_layout().const(_row_values(int(s), event)) for s in spec.OrderState]
+
+
+def _select_row(m: Module, name: str, state: Value, rows: Sequence[Value]) -> Any:
+    """`rows[state]`, or an INVALID_TRANSITION row keeping `state` for an undefined code."""
+    layout = _row_layout()
+    row = Signal(layout, name=f"row_{name}")
+    with m.Switch(state):
+        for s, value in zip(spec.OrderState, rows, strict=True):
+            with m.Case(int(s)):
+                m.d.comb += row.eq(value)
+        with m.Default():
+            m.d.comb += [row.eq(_refuse_const(0)), row.next_state.eq(state)]
     return row
 
 
-def _mux_row(m: Module, name: str, sel: Value, a: _Row, b: _Row) -> _Row:
-    """Row `a` where `sel` is 1, else row `b`."""
-    row = _Row(name)
+def _fold_event_checks(
+    m: Module,
+    name: str,
+    row: Any,
+    load: Value,
+    qty_zero: Value,
+    price_zero: Value,
+    is_amend: Value,
+) -> Any:
+    """`row` with the checks that need only the event folded in, two stages early.
+
+    An accepted fill row refuses an empty fill (INVALID_QTY) and one without a price
+    (INVALID_PRICE), after the table's own reason; `ok` becomes "the table, the event
+    fields and the event kind (not a LOAD) allow it" and `is_amend` marks an AMEND, so
+    the decision stage is left with the quantity comparisons alone.
+    """
+    out = Signal(_row_layout(), name=f"row_{name}")
+    applies_fill = (row.actions & int(spec.Action.APPLY_FILL)).any()
+    m.d.comb += out.eq(row)
+    with m.If(row.reason == 0):
+        with m.If(applies_fill & qty_zero):
+            m.d.comb += out.reason.eq(int(spec.Reason.INVALID_QTY))
+        with m.Elif(applies_fill & price_zero):
+            m.d.comb += out.reason.eq(int(spec.Reason.INVALID_PRICE))
     m.d.comb += [
-        row.next_state.eq(Mux(sel, a.next_state, b.next_state)),
-        row.is_prev.eq(Mux(sel, a.is_prev, b.is_prev)),
-        row.actions.eq(Mux(sel, a.actions, b.actions)),
-        row.reason.eq(Mux(sel, a.reason, b.reason)),
+        out.ok.eq(row.ok & ~load & ~(applies_fill & (qty_zero | price_zero))),
+        out.is_amend.eq(is_amend),
     ]
-    return row
+    return out
 
 
 class OrderTable(wiring.Component):  # type: ignore[misc]
@@ -248,9 +323,9 @@ class OrderTable(wiring.Component):  # type: ignore[misc]
         Event input; accepted when ``valid & ready``.
     results : Out(stream.Signature(result_layout(config)))
         One result per accepted event, `LATENCY_CYCLES` later, in order; honours ``ready``.
-    slots : Memory
-        The order table (LUT or block RAM per ``config.ram_style``), exposed for
-        testbenches, which read its rows.
+    banks : list[Memory]
+        The order table (LUT or block RAM per ``config.ram_style``) in banks of at most
+        `BANK_ROWS` slots; testbenches read a slot's row through `row`.
 
     Notes
     -----
@@ -276,186 +351,367 @@ class OrderTable(wiring.Component):  # type: ignore[misc]
                 "results": Out(stream.Signature(result_layout(self.config))),
             }
         )
-        self.slots = Memory(
-            shape=slot_layout(self.config),
-            depth=self.config.n_slots,
-            init=[],
-            attrs={"ram_style": self.config.ram_style},
-        )
+        depth = min(self.config.n_slots, BANK_ROWS)
+        self.banks = [
+            Memory(
+                shape=slot_layout(self.config),
+                depth=depth,
+                init=[],
+                attrs={"ram_style": self.config.ram_style},
+            )
+            for _ in range(self.config.n_slots // depth)
+        ]
+
+    def row(self, slot: int) -> Any:
+        """The RAM element holding `slot` (for testbenches: ``ctx.get(table.row(i))``)."""
+        depth = self.banks[0].depth
+        return self.banks[slot // depth].data[slot % depth]
 
     def elaborate(self, platform: object) -> Module:
-        """Build the read / decide / commit pipeline."""
+        """Build the read / forward / compare / decide / commit pipeline."""
         m = Module()
-        m.submodules.slots = self.slots
-        wr = self.slots.write_port()
-        rd = self.slots.read_port(transparent_for=(wr,))
         cfg = self.config
         qbits = cfg.qty_bits
         ev_in = self.events.payload
         out = self.results
+        sl = slot_layout(cfg)
+        # Banks of BANK_ROWS slots, each with an asynchronous read port and an explicit
+        # register on its data. With a sync port yosys maps LUT RAM with the register on
+        # the address side, which puts the read (address fan-out, LUT RAM, output mux
+        # tree) into stage B in front of the forwarding mux; and one bank of 256 rows has
+        # a 16-way output mux tree. Here A ends at one register per bank (a 4-way tree at
+        # most) and B picks the bank beside the forwarding mux. Not transparent: the slots
+        # E writes reach younger events through that mux.
+        lo_bits = (self.banks[0].depth - 1).bit_length()
+        reads = []
+        writes = []
+        for k, bank in enumerate(self.banks):
+            m.submodules[f"slots{k}"] = bank
+            writes.append(bank.write_port())
+            reads.append((bank.read_port(domain="comb"), Signal(sl, name=f"bank{k}_data")))
 
         # One enable for the whole pipeline: it moves when the result register is free.
         go = Signal()
         m.d.comb += go.eq(~out.valid | out.ready)
 
-        # --- stage A (cycle t): accept the event and read its slot. An event for the slot
-        # now in stage B waits one cycle: B's write lands only when B's event reaches C,
-        # and the RAM's read-during-write bypass covers exactly that cycle.
-        b_valid = Signal()
-        b = Signal(event_layout(cfg))
-        hazard = b_valid & (ev_in.slot == b.slot)
-        m.d.comb += [
-            self.events.ready.eq(go & ~hazard),
-            rd.addr.eq(ev_in.slot),
-            rd.en.eq(go),
-        ]
-        with m.If(go):
-            m.d.sync += [b.eq(ev_in), b_valid.eq(self.events.valid & ~hazard)]
-
-        # --- stage B (cycle t+1): the decision. Table rows (FILL_FULL and FILL_PARTIAL
-        # looked up beside the raw event's, so the leaves compare only picks one), the
-        # quantity checks, the reason code and the candidate sums, all registered.
-        cur = rd.data
-        raw_event = b.event.as_value()
-        qty = b.qty
-        cur_state = cur.state.as_value()
-        is_fill = (raw_event == _FILL_EVENTS[0]) | (raw_event == _FILL_EVENTS[1])
-        fill_completes = qty >= cur.leaves_qty
-        row_raw = _lookup_row(m, "raw", cur_state, raw_event)
-        row_full = _lookup_row(m, "full", cur_state, _FILL_EVENTS[1])
-        row_part = _lookup_row(m, "part", cur_state, _FILL_EVENTS[0])
-        row_fill = _mux_row(m, "fill", fill_completes, row_full, row_part)
-        row_b = _mux_row(m, "row", is_fill, row_fill, row_raw)
-
-        applies_fill_b = (row_b.actions & int(spec.Action.APPLY_FILL)).any()
-        applies_amend_b = (row_b.actions & int(spec.Action.APPLY_AMEND)).any()
-        is_amend = raw_event == int(spec.OrderEvent.AMEND)  # keyed on the event, as in numba
-        qty_zero = qty == 0
-        reason = Signal(spec.REASON_BITS)
-        with m.If(b.load):
-            m.d.comb += reason.eq(Mux(qty_zero, int(spec.Reason.INVALID_QTY), 0))
-        with m.Elif(row_b.reason != 0):
-            m.d.comb += reason.eq(row_b.reason)
-        with m.Elif(applies_fill_b & qty_zero):
-            m.d.comb += reason.eq(int(spec.Reason.INVALID_QTY))
-        with m.Elif(applies_fill_b & (b.price == 0)):
-            m.d.comb += reason.eq(int(spec.Reason.INVALID_PRICE))
-        with m.Elif(applies_fill_b & (qty > cur.leaves_qty)):
-            m.d.comb += reason.eq(int(spec.Reason.OVERFILL))
-        with m.Elif(is_amend & (qty <= cur.filled_qty)):
-            m.d.comb += reason.eq(int(spec.Reason.INVALID_QTY))
-        with m.Elif(applies_amend_b & (cur.amend_qty <= cur.filled_qty)):
-            # a fill raced the amend past its new quantity: the amend can no longer apply
-            m.d.comb += reason.eq(int(spec.Reason.INVALID_QTY))
-
-        c_valid = Signal()
+        # Pipeline registers, declared first because stages A and B look at later ones.
+        b_valid, c_valid, d_valid, e_valid = Signal(), Signal(), Signal(), Signal()
+        b = Signal(
+            data.StructLayout(
+                {
+                    "ev": event_layout(cfg),
+                    "from_e": 1,  # take the slot E is writing now (comb), not the RAM's
+                    "from_w": 1,  # take the slot E wrote last cycle (register `written`)
+                    "qty_zero": 1,
+                    "price_zero": 1,
+                }
+            )
+        )
+        written = Signal(sl)  # the slot E wrote last cycle
         c = Signal(
             data.StructLayout(
                 {
                     "ev": event_layout(cfg),
-                    "cur": slot_layout(cfg),
-                    "event": spec.EVENT_BITS,  # FILL_* re-derived from leaves
-                    "next_state": spec.STATE_BITS,
-                    "is_prev": 1,
-                    "actions": spec.ACTION_BITS,
-                    "reason": spec.REASON_BITS,
-                    "take": 1,  # accepted and not a LOAD: apply the row
-                    "load_ok": 1,  # accepted LOAD
-                    "is_amend": 1,
-                    "filled_plus_fill": qbits,
-                    "leaves_minus_fill": qbits,
-                    "amend_minus_filled": qbits,
+                    "cur": sl,
+                    "col": data.ArrayLayout(_row_layout(), spec.N_STATES),
+                    "qty_minus_1": qbits,
+                    "qty_zero": 1,
+                    "price_zero": 1,
                 }
             )
         )
-        with m.If(go):
-            m.d.sync += [
-                c_valid.eq(b_valid),
-                c.ev.eq(b),
-                c.cur.eq(cur),
-                c.event.eq(
-                    Mux(is_fill, Mux(fill_completes, _FILL_EVENTS[1], _FILL_EVENTS[0]), raw_event)
-                ),
-                c.next_state.eq(row_b.next_state),
-                c.is_prev.eq(row_b.is_prev),
-                c.actions.eq(row_b.actions),
-                c.reason.eq(reason),
-                c.take.eq((reason == 0) & ~b.load),
-                c.load_ok.eq(b.load & ~qty_zero),
-                c.is_amend.eq(is_amend),
-                c.filled_plus_fill.eq(cur.filled_qty + qty),
-                c.leaves_minus_fill.eq(cur.leaves_qty - qty),
-                c.amend_minus_filled.eq(cur.amend_qty - cur.filled_qty),
-            ]
+        d = Signal(
+            data.StructLayout(
+                {
+                    "ev": event_layout(cfg),
+                    "cur": sl,
+                    "x": _row_layout(),  # FILL_FULL row for fills, else the event's row
+                    "y": _row_layout(),  # FILL_PARTIAL row
+                    "is_fill": 1,
+                    "qty_zero": 1,
+                    "completes": 1,  # qty >= leaves
+                    # qty > leaves; wrong for qty 0, but an empty fill is refused first
+                    "over": 1,
+                    "amend_low": 1,  # qty <= filled (AMEND refused)
+                    "ack_low": 1,  # stored amend qty <= filled (AMEND_ACK refused)
+                }
+            )
+        )
+        e = Signal(
+            data.StructLayout(
+                {
+                    "ev": event_layout(cfg),
+                    "cur": sl,
+                    "event": spec.EVENT_BITS,  # FILL_* re-derived from leaves; 0 for LOAD
+                    "reason": spec.REASON_BITS,
+                    "actions": spec.ACTION_BITS,  # the row's, unmasked
+                    "take": 1,  # accepted and not a LOAD: the row applies
+                    "load_ok": 1,  # accepted LOAD
+                    "state": spec.STATE_BITS,  # new state and saved state, already final
+                    "prev_state": spec.STATE_BITS,
+                    "fill": 1,  # take & APPLY_FILL
+                    "ack": 1,  # take & APPLY_AMEND
+                    "amend": 1,  # take & event is AMEND: store the amend in flight
+                    "filled_plus_fill": qbits,
+                    "leaves_minus_fill": qbits,
+                    "amend_minus_filled": qbits,
+                    "write_bank": len(self.banks),  # one-hot: E writes this bank
+                }
+            )
+        )
+        new = Signal(sl)  # stage E's output: the slot after the event in E
 
-        # --- stage C (cycle t+2): commit the slot and register the result.
-        actions = c.actions
-        applies_fill = (actions & int(spec.Action.APPLY_FILL)).any()
-        applies_amend = (actions & int(spec.Action.APPLY_AMEND)).any()
-        take = c.take
-        # Every field keeps its value unless an accepted event changes it, so a refusal
-        # writes the slot back unchanged (no write-enable path from the decision).
-        old = c.cur
-        new = Signal(slot_layout(cfg))
-        with m.If(c.load_ok):
-            m.d.comb += [
-                new.state.eq(int(spec.OrderState.INITIALIZED)),
-                new.prev_state.eq(int(spec.OrderState.INITIALIZED)),
-                new.side.eq(c.ev.side),
-                new.order_type.eq(c.ev.order_type),
-                new.leaves_qty.eq(c.ev.qty),
-                new.price.eq(c.ev.price),
-                new.trigger_price.eq(c.ev.trigger_price),
-            ]
-        with m.Else():
-            m.d.comb += new.eq(old)
-            with m.If(take):
-                m.d.comb += new.state.eq(Mux(c.is_prev, old.prev_state.as_value(), c.next_state))
-            # MARK_PREV_PARTIAL wins over SAVE_PREV, as in numba (it is applied second there)
-            with m.If(take & (actions & int(spec.Action.MARK_PREV_PARTIAL)).any()):
-                m.d.comb += new.prev_state.eq(int(spec.OrderState.PARTIALLY_FILLED))
-            with m.Elif(take & (actions & int(spec.Action.SAVE_PREV)).any()):
-                m.d.comb += new.prev_state.eq(old.state.as_value())
-            with m.If(take & applies_fill):
-                m.d.comb += [
-                    new.filled_qty.eq(c.filled_plus_fill),
-                    new.leaves_qty.eq(c.leaves_minus_fill),
-                ]
-            with m.If(take & c.is_amend):
-                m.d.comb += [
-                    new.amend_qty.eq(c.ev.qty),
-                    new.amend_price.eq(c.ev.price),
-                    new.amend_trigger.eq(c.ev.trigger_price),
-                ]
-            with m.If(take & applies_amend):
-                m.d.comb += [
-                    new.leaves_qty.eq(c.amend_minus_filled),
-                    new.price.eq(old.amend_price),
-                    new.trigger_price.eq(old.amend_trigger),
-                ]
-
-        if self.formal:
-            self._assert_invariants(m, c_valid & go, c.ev.load, c.reason, old, new, applies_fill)
+        # --- stage A (cycle t): accept the event and read its slot. An event for a slot
+        # that is in B or C waits (its new value does not exist yet); one whose slot is in
+        # D or E gets that value forwarded in B.
+        hazard = (b_valid & (ev_in.slot == b.ev.slot)) | (c_valid & (ev_in.slot == c.ev.slot))
         m.d.comb += [
-            wr.addr.eq(c.ev.slot),
-            wr.data.eq(new),
-            wr.en.eq(go & c_valid),
+            self.events.ready.eq(go & ~hazard),
+            *[rd.addr.eq(ev_in.slot[:lo_bits]) for rd, _ in reads],
         ]
         with m.If(go):
             m.d.sync += [
-                out.valid.eq(c_valid),
-                out.payload.slot.eq(c.ev.slot),
-                out.payload.load.eq(c.ev.load),
-                out.payload.event.eq(Mux(c.ev.load, Const(0, spec.EVENT_BITS), c.event)),
-                out.payload.accepted.eq(c.reason == 0),
-                out.payload.reason.eq(c.reason),
+                b.ev.eq(ev_in),
+                b_valid.eq(self.events.valid & ~hazard),
+                # D's event is in E next cycle, when this one is in B
+                b.from_e.eq(d_valid & (ev_in.slot == d.ev.slot)),
+                # E writes at the end of this cycle, after this read: stale by one write
+                b.from_w.eq(e_valid & (ev_in.slot == e.ev.slot)),
+                *[q.eq(rd.data) for rd, q in reads],
+                b.qty_zero.eq(ev_in.qty == 0),
+                b.price_zero.eq(ev_in.price == 0),
+            ]
+
+        rd_data = Signal(sl)  # the addressed bank's row as read in A
+        if len(reads) == 1:
+            m.d.comb += rd_data.eq(reads[0][1])
+        else:
+            with m.Switch(b.ev.slot[lo_bits:]):
+                for k, (_, q) in enumerate(reads):
+                    with m.Case(k):
+                        m.d.comb += rd_data.eq(q)
+
+        # --- stage B (cycle t+1): forwarding. The slot as the RAM returned it, or E's new
+        # value, or the one E wrote last cycle; registered, so the comparators in C start
+        # from a flip-flop. Beside it, the table's column for the event (the FILL_FULL
+        # column for fills), a function of the event alone, with the event's own checks
+        # folded in; the state that picks the row arrives in C.
+        b_event = b.ev.event.as_value()
+        b_is_fill = (b_event == _FILL_EVENTS[0]) | (b_event == _FILL_EVENTS[1])
+        b_is_amend = b_event == int(spec.OrderEvent.AMEND)
+        column = _event_column(m, "col", Mux(b_is_fill, _FILL_EVENTS[1], b_event))
+        with m.If(go):
+            m.d.sync += [
+                c.col[i].eq(
+                    _fold_event_checks(
+                        m, f"col{i}", row, b.ev.load, b.qty_zero, b.price_zero, b_is_amend
+                    )
+                )
+                for i, row in enumerate(column)
+            ]
+        with m.If(go):
+            m.d.sync += [
+                c.qty_minus_1.eq(b.ev.qty - 1),
+                c.qty_zero.eq(b.qty_zero),
+                c.price_zero.eq(b.price_zero),
+            ]
+            m.d.sync += [
+                c_valid.eq(b_valid),
+                c.ev.eq(b.ev),
+                c.cur.eq(
+                    Mux(
+                        b.from_e,
+                        new.as_value(),
+                        Mux(b.from_w, written.as_value(), rd_data.as_value()),
+                    )
+                ),
+            ]
+
+        # --- stage C (cycle t+2): the comparators (one carry chain each) and the row of
+        # the column for the slot's state, side by side, each registered on its own.
+        cur = c.cur
+        raw_event = c.ev.event.as_value()
+        qty = c.ev.qty
+        cur_state = cur.state.as_value()
+        is_fill = (raw_event == _FILL_EVENTS[0]) | (raw_event == _FILL_EVENTS[1])
+        row_x = _select_row(m, "x", cur_state, [c.col[i] for i in range(spec.N_STATES)])
+        row_y = _fold_event_checks(
+            m,
+            "y_folded",
+            _select_row(m, "y", cur_state, _state_rows(_FILL_EVENTS[0])),
+            c.ev.load,
+            c.qty_zero,
+            c.price_zero,
+            Const(0, 1),  # only ever picked for a fill
+        )
+        with m.If(go):
+            m.d.sync += [
+                d_valid.eq(c_valid),
+                d.ev.eq(c.ev),
+                d.cur.eq(cur),
+                d.x.eq(row_x.as_value()),
+                d.y.eq(row_y.as_value()),
+                d.is_fill.eq(is_fill),
+                d.qty_zero.eq(c.qty_zero),
+                # Each comparison is `a >= b`, the carry out of one CCU2C chain. yosys
+                # merges comparisons of one pair in opposite directions, or next to a
+                # subtraction of the pair, into one ALU that needs a 32-bit zero detect
+                # behind the chain; hence qty - 1 for `over` and the differences in D.
+                d.completes.eq(qty >= cur.leaves_qty),
+                d.over.eq(c.qty_minus_1 >= cur.leaves_qty),  # qty > leaves when qty != 0
+                d.amend_low.eq(cur.filled_qty >= qty),
+                d.ack_low.eq(cur.filled_qty >= cur.amend_qty),
+            ]
+
+        # --- stage D (cycle t+3): the decision, from registered bits only: acceptance,
+        # the reason code, the new state and saved state, one select per field group for
+        # E; and the candidate sums. Both candidate rows (FILL_FULL / the event's, and
+        # FILL_PARTIAL) are decided in parallel and `completes` picks one at the end, so
+        # the comparator's result passes one LUT, not the whole decision.
+        load = d.ev.load
+        load_ok = load & ~d.qty_zero
+        decided_x = self._decide(m, "x", d, d.x, d.over)
+        decided_y = self._decide(m, "y", d, d.y, Const(0, 1))  # partial: qty < leaves
+        sel_y = d.is_fill & ~d.completes
+        decided = Signal(_decision_layout())
+        m.d.comb += decided.eq(Mux(sel_y, decided_y.as_value(), decided_x.as_value()))
+        take = decided.take
+        derived = Mux(d.is_fill, Mux(d.completes, _FILL_EVENTS[1], _FILL_EVENTS[0]), d.ev.event)
+        with m.If(go):
+            m.d.sync += [
+                e_valid.eq(d_valid),
+                # the bank decode is registered so E's write enables come from flip-flops
+                e.write_bank.eq(
+                    Cat(
+                        d_valid & (d.ev.slot[lo_bits:] == k) if len(writes) > 1 else d_valid
+                        for k in range(len(writes))
+                    )
+                ),
+                e.ev.eq(d.ev),
+                e.cur.eq(d.cur),
+                e.event.eq(Mux(load, 0, derived)),
+                e.reason.eq(decided.reason),
+                e.actions.eq(decided.actions),
+                e.take.eq(take),
+                e.load_ok.eq(load_ok),
+                e.state.eq(decided.state),
+                e.prev_state.eq(decided.prev_state),
+                e.fill.eq(decided.fill),
+                e.ack.eq(decided.ack),
+                e.amend.eq(decided.amend),
+                e.filled_plus_fill.eq(d.cur.filled_qty + d.ev.qty),
+                e.leaves_minus_fill.eq(d.cur.leaves_qty - d.ev.qty),
+                e.amend_minus_filled.eq(d.cur.amend_qty - d.cur.filled_qty),
+            ]
+
+        # --- stage E (cycle t+4): commit. Each field is a small mux over registered
+        # candidates chosen by registered selects; a refusal selects the old value, so
+        # the slot is written back unchanged (no write-enable path from the decision).
+        old = e.cur
+        ev = e.ev
+        fresh = e.load_ok  # a LOAD: the order's fields, nothing filled, no amend
+        m.d.comb += [
+            new.state.eq(e.state),
+            new.prev_state.eq(e.prev_state),
+            new.side.eq(Mux(fresh, ev.side, old.side)),
+            new.order_type.eq(Mux(fresh, ev.order_type, old.order_type)),
+            new.filled_qty.eq(Mux(fresh, 0, Mux(e.fill, e.filled_plus_fill, old.filled_qty))),
+            new.leaves_qty.eq(
+                Mux(
+                    fresh,
+                    ev.qty,
+                    Mux(
+                        e.ack,
+                        e.amend_minus_filled,
+                        Mux(e.fill, e.leaves_minus_fill, old.leaves_qty),
+                    ),
+                )
+            ),
+            new.price.eq(Mux(fresh, ev.price, Mux(e.ack, old.amend_price, old.price))),
+            new.trigger_price.eq(
+                Mux(fresh, ev.trigger_price, Mux(e.ack, old.amend_trigger, old.trigger_price))
+            ),
+            new.amend_qty.eq(Mux(fresh, 0, Mux(e.amend, ev.qty, old.amend_qty))),
+            new.amend_price.eq(Mux(fresh, 0, Mux(e.amend, ev.price, old.amend_price))),
+            new.amend_trigger.eq(Mux(fresh, 0, Mux(e.amend, ev.trigger_price, old.amend_trigger))),
+        ]
+        applies_fill_e = (e.actions & int(spec.Action.APPLY_FILL)).any()
+        if self.formal:
+            self._assert_invariants(m, e_valid & go, ev.load, e.reason, old, new, applies_fill_e)
+        m.d.comb += [
+            *[wr.addr.eq(ev.slot[:lo_bits]) for wr in writes],
+            *[wr.data.eq(new) for wr in writes],
+            # Not gated by `go`: while the pipeline holds, E rewrites the same value, and
+            # the enable of every LUT RAM cell stays off the back-pressure path.
+            *[wr.en.eq(e.write_bank[k]) for k, wr in enumerate(writes)],
+        ]
+        with m.If(go):
+            m.d.sync += [
+                written.eq(new),
+                out.valid.eq(e_valid),
+                out.payload.slot.eq(ev.slot),
+                out.payload.load.eq(ev.load),
+                out.payload.event.eq(e.event),
+                out.payload.accepted.eq(e.reason == 0),
+                out.payload.reason.eq(e.reason),
                 out.payload.state.eq(new.state),
                 out.payload.prev_state.eq(new.prev_state),
-                out.payload.actions.eq(Mux(take, actions, 0)),
+                out.payload.actions.eq(Mux(e.take, e.actions, 0)),
                 out.payload.filled_qty.eq(new.filled_qty),
                 out.payload.leaves_qty.eq(new.leaves_qty),
             ]
         return m
+
+    @staticmethod
+    def _decide(m: Module, name: str, d: Any, row: Any, over: Value) -> Any:
+        """Acceptance, reason, new state / saved state and field selects for one row.
+
+        Refusal precedence as in `order_kernel.machine.apply_event`: the table's reason,
+        then for a fill INVALID_QTY, INVALID_PRICE, OVERFILL, then INVALID_QTY for an
+        AMEND not above filled and an AMEND_ACK whose stored quantity no longer is.
+        """
+        out = Signal(_decision_layout(), name=f"decided_{name}")
+        applies_fill = (row.actions & int(spec.Action.APPLY_FILL)).any()
+        applies_amend = (row.actions & int(spec.Action.APPLY_AMEND)).any()
+        load = d.ev.load
+        reason = out.reason
+        with m.If(load):
+            m.d.comb += reason.eq(Mux(d.qty_zero, int(spec.Reason.INVALID_QTY), 0))
+        with m.Elif(row.reason != 0):  # the table's, or an empty / unpriced fill
+            m.d.comb += reason.eq(row.reason)
+        with m.Elif(applies_fill & over):
+            m.d.comb += reason.eq(int(spec.Reason.OVERFILL))
+        with m.Elif(row.is_amend & d.amend_low):
+            m.d.comb += reason.eq(int(spec.Reason.INVALID_QTY))
+        with m.Elif(applies_amend & d.ack_low):
+            # a fill raced the amend past its new quantity: the amend can no longer apply
+            m.d.comb += reason.eq(int(spec.Reason.INVALID_QTY))
+        # `take` is the same condition as `reason == 0 & ~load` (`row.ok` already holds
+        # ~load and the event-only checks), written flat so it does not wait for the
+        # priority chain that encodes the reason.
+        take = row.ok & ~(applies_fill & over)
+        take &= ~(row.is_amend & d.amend_low) & ~(applies_amend & d.ack_low)
+        load_ok = load & ~d.qty_zero
+        old_state = d.cur.state.as_value()
+        old_prev = d.cur.prev_state.as_value()
+        init = int(spec.OrderState.INITIALIZED)
+        # Written as "changes ? new value : old value" with the new value independent of
+        # `take`, so `take` (the deepest signal) meets each bit in the last LUT.
+        taken_state = Mux(load, init, Mux(row.is_prev, old_prev, row.next_state))
+        # MARK_PREV_PARTIAL wins over SAVE_PREV, as in numba (it is applied second there)
+        mark = (row.actions & int(spec.Action.MARK_PREV_PARTIAL)).any()
+        save = (row.actions & int(spec.Action.SAVE_PREV)).any()
+        taken_prev = Mux(load, init, Mux(mark, int(spec.OrderState.PARTIALLY_FILLED), old_state))
+        m.d.comb += [
+            out.take.eq(take),
+            out.actions.eq(row.actions),
+            out.state.eq(Mux(take | load_ok, taken_state, old_state)),
+            out.prev_state.eq(Mux(load_ok | (take & (mark | save)), taken_prev, old_prev)),
+            out.fill.eq(take & applies_fill),
+            out.ack.eq(take & applies_amend),
+            out.amend.eq(take & row.is_amend),
+        ]
+        return out
 
     def _assert_invariants(
         self,

@@ -17,7 +17,15 @@ from amaranth.lib import data
 from amaranth.sim import Simulator, SimulatorContext
 
 from hdl.errors import HdlConfigError, HdlMismatchError
-from hdl.order_fsm import OrderTable, OrderTableConfig, event_layout, result_layout, slot_layout
+from hdl.order_fsm import (
+    LATENCY_CYCLES,
+    SAME_SLOT_GAP,
+    OrderTable,
+    OrderTableConfig,
+    event_layout,
+    result_layout,
+    slot_layout,
+)
 from hdl.reference import EventIn, ReferenceOrderTable, ResultOut, Slot, SpecTables
 from order_kernel import spec
 
@@ -107,9 +115,11 @@ def simulate(
         raise HdlConfigError(f"idle={list(idle)} holds events.valid low forever; allow a cycle")
     if stall and all(stall):
         raise HdlConfigError(f"stall={list(stall)} holds results.ready low forever; allow a cycle")
-    # Each event needs at most two cycles (a same-slot bubble) per free input and output
-    # cycle of the patterns; beyond that the design is stuck.
-    max_cycles = 2 * (len(events) + 4) * (len(idle) + 1) * (len(stall) + 1) + 64
+    # Each event needs at most SAME_SLOT_GAP cycles (same-slot bubbles) per free input and
+    # output cycle of the patterns; beyond that the design is stuck.
+    max_cycles = (
+        SAME_SLOT_GAP * (len(events) + LATENCY_CYCLES + 1) * (len(idle) + 1) * (len(stall) + 1) + 64
+    )
     dut = OrderTable(cfg)
     ev_layout, res_layout, sl_layout = event_layout(cfg), result_layout(cfg), slot_layout(cfg)
     packed = [_packer(ev_layout, ev) for ev in events]
@@ -135,7 +145,7 @@ def simulate(
             # that RAM row can be sampled at the same edge (before the next write lands).
             out_slot = ctx.get(out_payload) & slot_mask
             _, _, in_ready, out_valid, out_raw, row = await ctx.tick().sample(
-                dut.events.ready, dut.results.valid, out_payload, dut.slots.data[out_slot]
+                dut.events.ready, dut.results.valid, out_payload, dut.row(out_slot)
             )
             cycles += 1
             if drive and in_ready:
@@ -149,7 +159,7 @@ def simulate(
                     f"{len(packed)} events ({cycles} cycles): a handshake deadlock"
                 )
         for i in range(cfg.n_slots):
-            row = ctx.get(dut.slots.data[i]).as_value().value
+            row = ctx.get(dut.row(i)).as_value().value
             final_slots.append(Slot(**_unpack(sl_layout, row)))
 
     sim = Simulator(dut)

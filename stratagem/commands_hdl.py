@@ -145,5 +145,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="No transition out of a terminal state; refusals change nothing; filled <= qty.",
     )
     q.add_argument("--out", default="build/formal")
-    q.add_argument("--depth", type=int, default=10)
+    q.add_argument(
+        "--depth",
+        type=int,
+        default=17,
+        help="cycles from reset (17: a full lifecycle plus an event on the filled order)",
+    )
     q.set_defaults(func=_cmd_formal)

@@ -23,12 +23,19 @@ intents = st.tuples(
 )
 
 
-def realize(raw: Sequence[Intent]) -> list[EventIn]:
-    """Turn intents into events with a shadow reference model (so 'legal' means legal now)."""
+def realize(raw: Sequence[Intent], n_hot: int | None = None) -> list[EventIn]:
+    """Turn intents into events with a shadow reference model (so 'legal' means legal now).
+
+    By default half the picks fold onto 4 hot slots; `n_hot` folds every pick onto that
+    many slots, so most events land within the pipeline's same-slot window.
+    """
     shadow = ReferenceOrderTable(N_SLOTS)
     out: list[EventIn] = []
     for slot_pick, kind, pick, qty_kind, value in raw:
-        slot = slot_pick % 4 if slot_pick < N_SLOTS // 2 else slot_pick
+        if n_hot is not None:
+            slot = slot_pick % n_hot
+        else:
+            slot = slot_pick % 4 if slot_pick < N_SLOTS // 2 else slot_pick
         cur = shadow.slots[slot]
         qty = [cur.leaves_qty, cur.leaves_qty + value % 3, value % 24, value][qty_kind]
         if kind == 0:

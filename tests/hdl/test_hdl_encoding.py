@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum, IntEnum
+
 import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import Shape
@@ -28,7 +30,7 @@ from order_kernel import spec
         (ReasonCode, spec.Reason, spec.REASON_BITS),
     ],
 )
-def test_enum_matches_spec(hw, sw, bits) -> None:
+def test_enum_matches_spec(hw: type[Enum], sw: type[IntEnum], bits: int) -> None:
     assert [(m.name, m.value) for m in hw] == [(m.name, int(m)) for m in sw]
     assert Shape.cast(hw) == Shape(bits, signed=False)
 
@@ -66,7 +68,7 @@ def test_field_widths_follow_config() -> None:
 )
 def test_bad_config_names_the_field(kwargs: dict[str, int], field: str) -> None:
     with pytest.raises(HdlConfigError, match=field):
-        OrderTableConfig(**kwargs)
+        OrderTableConfig(**kwargs)  # type: ignore[arg-type]
 
 
 def test_component_ports_are_streams() -> None:
@@ -75,5 +77,5 @@ def test_component_ports_are_streams() -> None:
     assert set(members) == {"events", "results"}
     assert members["events"].flow.name == "In"
     assert members["results"].flow.name == "Out"
-    assert table.slots.depth == 16
+    assert [bank.depth for bank in table.banks] == [16]
     assert "order_table" in rtlil.convert(table, name="order_table")  # elaborates cleanly

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from amaranth.back import rtlil
 
-from hdl.formal import run_bmc
+from hdl.formal import DEFAULT_DEPTH, lifecycle_depth, run_bmc
 from hdl.order_fsm import OrderTable, OrderTableConfig
 from order_kernel import spec
+
+
+def test_default_depth_covers_a_lifecycle() -> None:
+    # five events on one slot, spaced by the pipeline, the last one committed
+    assert DEFAULT_DEPTH == lifecycle_depth(5) == 17
 
 
 def test_formal_build_carries_the_asserts() -> None:
@@ -22,8 +27,8 @@ def test_formal_build_carries_the_asserts() -> None:
 
 
 @pytest.mark.slow
-def test_invariants_hold_for_ten_cycles(tmp_path: Path) -> None:
-    report = run_bmc(tmp_path, depth=10)
+def test_invariants_hold_through_a_whole_lifecycle(tmp_path: Path) -> None:
+    report = run_bmc(tmp_path, depth=DEFAULT_DEPTH)
     assert report.passed, f"counterexample: {report.counterexample_vcd}"
     assert report.n_asserts == 5
 
@@ -33,12 +38,13 @@ def test_a_table_edge_out_of_a_terminal_state_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Let FILLED + EXPIRE go to EXPIRED: the generator follows the table, the invariant fails.
+    # LOAD, SUBMIT, FILL_FULL (from PENDING), EXPIRE on one slot reach it.
     nxt, reasons = np.array(spec.NEXT_STATE), np.array(spec.REASONS)
     nxt[spec.OrderState.FILLED, spec.OrderEvent.EXPIRE] = spec.OrderState.EXPIRED
     reasons[spec.OrderState.FILLED, spec.OrderEvent.EXPIRE] = 0
     monkeypatch.setattr(spec, "NEXT_STATE", nxt)
     monkeypatch.setattr(spec, "REASONS", reasons)
-    report = run_bmc(tmp_path, depth=10)
+    report = run_bmc(tmp_path, depth=lifecycle_depth(4))
     assert not report.passed
     assert (
         report.counterexample_vcd is not None and Path(report.counterexample_vcd).stat().st_size > 0

@@ -113,6 +113,25 @@ class _Order:
     # --- iceberg (display_qty) and queue priority at the simulated venue ---
     priority: int = 0  # place in the venue queue: submission order, renewed by each refill
     clip_left: int = 0  # lots left of the displayed clip (iceberg only)
+    # --- live mode: kernel-held (synthetic) stops and kernel-enforced deadlines ---
+    held: bool = False  # a STOP/STOP_LIMIT kept in the kernel; its trigger sends `<id>.trig`
+    bracket_parent: str | None = None  # set on a bracket child: its entry order's id
+    expiring: bool = False  # the cancel in flight enforces a GTD deadline (ends EXPIRED)
+
+
+class VenueOrderIds(dict[str, str]):
+    """`OrderKernel.venue_order_ids()`: client_order_id -> symbol of the orders that live at
+    the venue, plus `held`: the live session's kernel-held stops (client_order_id ->
+    (symbol, filled qty, fill cost, fees)). They have no exchange order; the session's
+    snapshot reports them as the kernel holds them, so reconciliation sees them working."""
+
+    held: dict[str, tuple[str, int, int, int]]
+
+    def __init__(
+        self, ids: Mapping[str, str], held: Mapping[str, tuple[str, int, int, int]]
+    ) -> None:
+        super().__init__(ids)
+        self.held = dict(held)
 
 
 @dataclass(slots=True)
@@ -169,7 +188,10 @@ class OrderKernel:
     ) -> None:
         """`live`: orders go to a real exchange (`live.LiveRoute`): new orders and cancels wait
         in `outbox` for the route, the venue's answers come back through `live.apply_report`,
-        and bars match nothing here (the exchange matches)."""
+        and bars match nothing here (the exchange matches). STOP / STOP_LIMIT (and trailing)
+        orders are held here instead: bars trigger them by the SimVenue rules and a triggered
+        one sends `<id>.trig` (MARKET, or LIMIT for a STOP_LIMIT) through the outbox; GTD
+        deadlines are enforced by the session clock (resting orders by a routed cancel)."""
         if not session_id:
             raise ConfigError("OrderKernel(session_id=''): give the session a non-empty id")
         if not instruments:
@@ -359,6 +381,8 @@ class OrderKernel:
     def _process(self, cmd: m.Command) -> None:
         self._last_heard = cmd.ts_ns
         self._silence_handled = False
+        if self.live and self._open:
+            self._expire_live(cmd.ts_ns)
         self._dispatch[type(cmd)](cmd)
 
     # ================================================================ emit helpers
@@ -677,7 +701,8 @@ class OrderKernel:
             )
             return None
         sym = self._sym_index.get(cmd.symbol, 0)
-        if cmd.schedule is not None and refusal is None:
+        held = self.live and cmd.schedule is None and cmd.order_type in (_STOP, _STOP_LIMIT)
+        if (cmd.schedule is not None or held) and refusal is None:
             sym = self._sink  # a parent's mirrored fills must not move the position twice
         flags = (FLAG_POST_ONLY if cmd.post_only else 0) | (
             FLAG_REDUCE_ONLY if cmd.reduce_only else 0
@@ -707,6 +732,7 @@ class OrderKernel:
             arrival_ts=self._now + self.venue.latency_ns,
             parent=parent,
             sched_start=self._now,
+            held=held,
         )
         self._orders[cid] = o
         self._by_slot[slot] = o
@@ -725,6 +751,13 @@ class OrderKernel:
             return None
         self._must(o, E.SUBMIT)
         self._open[cid] = o
+        if held:  # a live stop stays in the kernel until a bar reaches its trigger
+            self._must(o, E.ACCEPT)
+            o.venue_order_id = f"HELD-{order_seq}"
+            o.response.append(
+                self._emit(m.OrderAccepted, client_order_id=cid, venue_order_id=o.venue_order_id)
+            )
+            return o
         if self.live and cmd.schedule is None:  # the exchange answers through live.py
             self.outbox.append(("submit", cid))
             return o
@@ -795,7 +828,21 @@ class OrderKernel:
         parent cancels its outstanding slices first, then itself. Live mode: unless the
         exchange itself `confirmed` it, the cancel is a request queued for the route."""
         if self.live and not confirmed and o.cmd.schedule is None:
-            self.outbox.append(("cancel", o.cmd.client_order_id))
+            if not o.held:
+                self.outbox.append(("cancel", o.cmd.client_order_id))
+                return
+            kid = o.slices[-1] if o.slices else None
+            if kid is not None and kid.final_state is None:  # triggered: its order is out
+                if self._state(o) is not S.PENDING_CANCEL:
+                    self._must(o, E.CANCEL)
+                if self._step(kid, E.CANCEL) is Reason.OK:
+                    self._venue_cancel(kid, reason, detail)
+                return  # the held parent ends when its triggered order does
+            # untriggered: it exists only here, so the cancel is local
+        if o.expiring and confirmed:  # the cancel enforced a GTD deadline
+            self._must(o, E.EXPIRE)
+            self._emit(m.OrderExpired, client_order_id=o.cmd.client_order_id)
+            self._after_terminal(o)
             return
         if o.cmd.schedule is not None:
             o.closing = True
@@ -835,12 +882,13 @@ class OrderKernel:
         o = self._lookup(cmd)
         if o is None:
             return
-        if self.live:
+        if self.live and not (o.held and self._state(o) is S.SUBMITTED):
             self._deny_cmd(
                 cmd,
                 Reason.INVALID_TRANSITION,
                 f"{o.cmd.client_order_id!r}: amends are not routed to a live venue (CcxtVenue "
-                "has no amend); cancel the order and submit a new one",
+                "has no amend; only untriggered kernel-held stops can be amended); cancel the "
+                "order and submit a new one",
             )
             return
         if o.cmd.schedule is not None:
@@ -1069,6 +1117,9 @@ class OrderKernel:
             self._fire_slices(bar.ts_ns)
         if self._open and not self.live:  # nothing to match otherwise (most bars of a backtest)
             self._match_bar(bar, sym)
+        elif self._open:  # live: the exchange matches; the kernel expires and triggers its own
+            self._expire_live(bar.ts_ns)
+            self._trigger_held(bar, sym)
         self._last_bar_ts[sym] = bar.ts_ns
         self._last_close[sym] = bar.close
         if not self.live:  # a live venue charges funding itself
@@ -1165,6 +1216,151 @@ class OrderKernel:
         price = int(orders[F_PRICE, o.slot])
         self._must(o, E.AMEND, qty=qty, price=price, trigger=new)
         self._must(o, E.AMEND_ACK)
+
+    # ================================================================ live: held stops, deadlines
+
+    @staticmethod
+    def trigger_id(client_order_id: str) -> str:
+        """Deterministic id of the order a live kernel-held stop sends when it triggers."""
+        return f"{client_order_id}.trig"
+
+    def _expire_live(self, ts_ns: int) -> None:
+        """Live mode: GTD deadlines are enforced by the session clock. A held stop expires
+        here; an order at the exchange is cancelled through the route and ends EXPIRED when
+        the exchange confirms (a triggered stop's deadline travels with its `.trig` order)."""
+        for o in list(self._open.values()):
+            exp = o.cmd.expire_ts_ns
+            if o.final_state is not None or o.cmd.tif is not _GTD or exp is None or exp > ts_ns:
+                continue
+            if o.cmd.schedule is not None:
+                continue  # a TWAP parent: its slices carry the deadline
+            st = self.machine.state(o.slot)
+            if o.held:
+                if st is S.SUBMITTED:
+                    self._must(o, E.EXPIRE)
+                    self._emit(m.OrderExpired, client_order_id=o.cmd.client_order_id)
+                    self._after_terminal(o)
+            elif st in (S.SUBMITTED, S.TRIGGERED, S.PARTIALLY_FILLED):
+                # acknowledged and not being cancelled (a refused cancel is asked again)
+                self._must(o, E.CANCEL)
+                o.expiring = True
+                self.outbox.append(("cancel", o.cmd.client_order_id))
+
+    def _trigger_held(self, bar: m.MarketBar, sym: str) -> None:
+        """Live mode: the SimVenue's stop rules on the kernel-held stops of `sym`, from the
+        bar after their submission (rule 1), in submission order; trailing stops that did not
+        trigger follow the bar afterwards (rule 13, effective from the next bar)."""
+        orders = self.machine.orders
+        held = [
+            o
+            for o in self._open.values()
+            if o.held
+            and o.cmd.symbol == sym
+            and o.final_state is None
+            and orders.item(F_ACTIVE_FROM, o.slot) < bar.ts_ns
+        ]
+        for o in held:
+            if o.final_state is not None or self.machine.state(o.slot) is not S.SUBMITTED:
+                continue  # already triggered, or cancelled by a sibling in this bar
+            tp = SimVenue.trigger_price(o.cmd.side, orders.item(F_TRIGGER, o.slot), bar)
+            if tp is not None:
+                self._fire_held(o, tp)
+        for o in held:
+            if (
+                o.final_state is None
+                and o.cmd.trailing is not None
+                and self.machine.state(o.slot) is S.SUBMITTED
+            ):
+                self._trail(o, bar)
+
+    def _fire_held(self, o: _Order, tp: int) -> None:
+        """A held stop triggered: its OCO / bracket siblings are cancelled first, then its
+        remaining qty goes to the exchange as `<id>.trig` (MARKET; LIMIT for a STOP_LIMIT),
+        whose fills the stop mirrors (it ends when `<id>.trig` ends). A reduce-only stop
+        sends at most the open position."""
+        cmd = o.cmd
+        cid = cmd.client_order_id
+        orders = self.machine.orders
+        leaves = self.machine.leaves(o.slot)
+        qty = leaves
+        if cmd.reduce_only:
+            pos = self._pos(cmd.symbol)
+            if pos == 0 or (pos > 0) == (cmd.side is Side.BUY):
+                self._venue_cancel(o, Reason.REDUCE_ONLY_VIOLATION, f"position is {pos} lots")
+                return
+            qty = min(qty, abs(pos))
+        child_id = self.trigger_id(cid)
+        if child_id in self._orders:
+            self._venue_cancel(
+                o,
+                Reason.DUPLICATE_CLIENT_ORDER_ID,
+                f"the triggered order's id {child_id!r} is already used by another order",
+            )
+            return
+        if qty < leaves:  # shrink to the position, locally (nothing is at the exchange yet)
+            price, trig = orders.item(F_PRICE, o.slot), orders.item(F_TRIGGER, o.slot)
+            self._must(
+                o, E.AMEND, qty=int(orders[F_FILLED, o.slot]) + qty, price=price, trigger=trig
+            )
+            self._must(o, E.AMEND_ACK)
+        self._must(o, E.TRIGGER)
+        self._emit(m.OrderTriggered, client_order_id=cid, trigger_price=tp)
+        group, bracket = cmd.oco_group, o.bracket_parent
+        if group is not None:
+            self._oco_done.add(group)
+        if group is not None or bracket is not None:
+            for sib in list(self._open.values()):
+                if sib is o or sib.final_state is not None:
+                    continue
+                linked = (group is not None and sib.cmd.oco_group == group) or (
+                    bracket is not None and sib.bracket_parent == bracket
+                )
+                if linked and self._step(sib, E.CANCEL) is Reason.OK:
+                    self._venue_cancel(sib, Reason.OK, f"OCO: {cid} triggered")
+        limit = cmd.order_type is _STOP_LIMIT
+        child = m.SubmitOrder(
+            session_id=self.session_id,
+            seq=cmd.seq,
+            ts_ns=self._now,
+            client_order_id=child_id,
+            symbol=cmd.symbol,
+            side=cmd.side,
+            order_type=OrderType.LIMIT if limit else OrderType.MARKET,
+            qty=qty,
+            price=orders.item(F_PRICE, o.slot) if limit else None,
+            tif=cmd.tif if limit else TimeInForce.GTC,
+            expire_ts_ns=cmd.expire_ts_ns if limit else None,
+            reduce_only=cmd.reduce_only,
+            venue_hint=cmd.venue_hint,
+            tag="trig",
+        )
+        self._submit(child, internal=True, parent=o)
+        self._held_child_done(o)  # a child denied by the kernel ends its parent at once
+
+    def _held_child_done(self, parent: _Order) -> None:
+        """A triggered held stop follows its `.trig` order: FILLED when it filled, else
+        cancelled (or expired) with the child's outcome in the detail."""
+        if parent.final_state is not None or not parent.slices:
+            return
+        kid = parent.slices[-1]
+        if kid.final_state is None:
+            return
+        cid = parent.cmd.client_order_id
+        if self.machine.state(parent.slot) is S.FILLED:
+            self._after_terminal(parent)
+            return
+        if kid.final_state is S.EXPIRED:
+            self._must(parent, E.EXPIRE)
+            self._emit(m.OrderExpired, client_order_id=cid)
+        else:
+            self._must(parent, E.CANCEL_ACK)
+            self._emit(
+                m.OrderCancelled,
+                client_order_id=cid,
+                reason=Reason.VENUE_REJECTED if kid.final_state is S.REJECTED else Reason.OK,
+                detail=f"triggered order {kid.cmd.client_order_id} ended {kid.final_state.name}",
+            )
+        self._after_terminal(parent)
 
     def _match_class(self, o: _Order) -> int:
         ot = o.cmd.order_type
@@ -1392,6 +1588,8 @@ class OrderKernel:
                 )
                 continue
             placed = self._submit(kid, internal=True)
+            if placed is not None:
+                placed.bracket_parent = pc.client_order_id
             bar = self._matching
             if placed is not None and bar is not None and parent.last_fill_ts == bar.ts_ns:
                 self._same_bar.append((placed, parent.last_fill_at_open))
@@ -1407,6 +1605,9 @@ class OrderKernel:
         """After a slice finished: a parent whose mirrored fills reached its qty is FILLED; a
         parent whose every slice was placed and finished short of it is cancelled (the
         unfilled remainder is reported in the detail)."""
+        if parent.cmd.schedule is None:  # a triggered kernel-held stop (live mode)
+            self._held_child_done(parent)
+            return
         if parent.final_state is not None or parent.closing:
             return
         if self.machine.state(parent.slot) is S.FILLED:
@@ -1586,10 +1787,28 @@ class OrderKernel:
         """The session's clock: ts_ns of the last input it processed (0 before any)."""
         return self._now
 
-    def venue_order_ids(self) -> dict[str, str]:
+    def venue_order_ids(self) -> VenueOrderIds:
         """client_order_id -> symbol of the open orders that live at the venue (TWAP parents
-        live in the kernel only), for `CcxtVenue.snapshot` before a reconciliation."""
-        return {cid: o.cmd.symbol for cid, o in self._open.items() if o.cmd.schedule is None}
+        and live kernel-held stops live in the kernel only; the held ones are listed in
+        `.held`), for `CcxtVenue.snapshot` before a reconciliation."""
+        a = self.machine.orders
+        return VenueOrderIds(
+            {
+                cid: o.cmd.symbol
+                for cid, o in self._open.items()
+                if o.cmd.schedule is None and not o.held
+            },
+            {
+                cid: (
+                    o.cmd.symbol,
+                    int(a[F_FILLED, o.slot]),
+                    int(a[F_FILL_COST, o.slot]),
+                    int(a[F_FEES, o.slot]),
+                )
+                for cid, o in self._open.items()
+                if o.held
+            },
+        )
 
     def state_digest(self) -> bytes:
         """A canonical snapshot of everything that determines future behaviour (for recovery tests)."""

@@ -25,6 +25,13 @@ Every venue answer that changes state is written to the session's log as one inb
 (`kernel.now_ns`, its last input); the loop's injected clock only decides when to poll and when
 a request's receive window has passed. No wall clock, no credential reaches a log.
 
+Stops are kernel-held (synthetic): the exchange route takes MARKET and LIMIT only, so STOP,
+STOP_LIMIT and trailing orders (bracket stop legs included) are accepted by the kernel, evaluated
+on the strategy's bars, and when triggered send `<id>.trig` (MARKET, or LIMIT for a STOP_LIMIT)
+through this route like any other order. They have no exchange order, so `SessionVenue.snapshot`
+reports them as the kernel holds them (`VenueOrderIds.held`) and reconciliation sees them working.
+GTD orders go to the exchange as GTC; the kernel cancels them at the deadline (-> EXPIRED).
+
 Client order ids are per session, the exchange account is shared: the venue sees
 `<session_id>:<client_order_id>` (hashed by `venue_client_id` when too long).
 """
@@ -43,10 +50,10 @@ from order_kernel import credentials as creds
 from order_kernel import messages as m
 from order_kernel.config import CcxtVenueConfig, KernelConfig
 from order_kernel.errors import ConfigError, OrderKernelError, RecoveryError
-from order_kernel.kernel import LIVE_RECORD_PREFIX, OrderKernel, _Order
+from order_kernel.kernel import LIVE_RECORD_PREFIX, OrderKernel, VenueOrderIds, _Order
 from order_kernel.machine import F_FEES, F_FILL_COST, F_FILLED, F_QTY
 from order_kernel.reconcile import VENUE_WORKING, VenueOrder, VenueOrderStatus, VenueSnapshot
-from order_kernel.spec import OrderEvent, OrderState, OrderType, Reason
+from order_kernel.spec import OrderEvent, OrderState, OrderType, Reason, TimeInForce
 from order_kernel.venues.ccxt_venue import (
     CcxtVenue,
     Outcome,
@@ -266,6 +273,21 @@ class SessionVenue:
                 continue  # another session's (or a hashed foreign) order
             cid = vo.client_order_id[len(prefix) :]
             orders.append(msgspec.structs.replace(vo, client_order_id=cid))
+        # kernel-held stops have no exchange order: the kernel is their venue, so they are
+        # reported as it holds them (a triggered stop's `.trig` order is queried above)
+        held = client_order_ids.held if isinstance(client_order_ids, VenueOrderIds) else {}
+        for cid, (sym, filled, cost, fees) in held.items():
+            status = VenueOrderStatus.PARTIALLY_FILLED if filled else VenueOrderStatus.OPEN
+            orders.append(
+                VenueOrder(
+                    client_order_id=cid,
+                    symbol=sym,
+                    status=status,
+                    filled_qty=filled,
+                    fill_cost=cost,
+                    fees=fees,
+                )
+            )
         orders.sort(key=lambda o: o.client_order_id)
         return VenueSnapshot(ts_ns=ts_ns, orders=tuple(orders), positions=None)
 
@@ -311,6 +333,8 @@ class LiveRoute:
         try:
             if action == "submit":
                 cmd = msgspec.structs.replace(o.cmd, client_order_id=vid)
+                if cmd.tif is TimeInForce.GTD:  # the kernel enforces the deadline (a cancel)
+                    cmd = msgspec.structs.replace(cmd, tif=TimeInForce.GTC, expire_ts_ns=None)
                 return self._result("submit", cid, self.venue.submit(cmd))
             return self._result("cancel", cid, self.venue.cancel(vid, o.cmd.symbol))
         except VenueAdapterError as exc:  # e.g. a STOP order: the adapter sends MARKET/LIMIT only

@@ -216,7 +216,19 @@ def _plan(
         st, qty, filled, cost, fees = _ours(kernel, o)
         vo = venue.get(cid)
         if vo is None:
-            if st is OrderState.PENDING:
+            if st is OrderState.PENDING and kernel.live and cid.endswith(".trig"):
+                # A kernel-held stop triggered and its order never reached the venue (crash or
+                # lost request): rejecting it would leave the position unprotected. The
+                # snapshot is the query by client id; the same id is sent again.
+                apply(
+                    DiffKind.NOT_AT_VENUE,
+                    o,
+                    st,
+                    "UNKNOWN",
+                    "a triggered stop's order never arrived at the venue; sent again, same id",
+                )
+                steps.append((o, "resend", ()))
+            elif st is OrderState.PENDING:
                 apply(
                     DiffKind.NOT_AT_VENUE,
                     o,
@@ -373,6 +385,8 @@ def _apply(kernel: OrderKernel, steps: Iterable[_Step]) -> None:
             kernel._emit(m.OrderAccepted, client_order_id=cid, venue_order_id=o.venue_order_id)
         elif what == "cancel":
             kernel._venue_cancel(o, Reason.OK, "reconciliation: cancelled at the venue")
+        elif what == "resend":
+            kernel.outbox.append(("submit", cid))
         elif what == "expire":
             kernel._must(o, OrderEvent.EXPIRE)
             kernel._emit(m.OrderExpired, client_order_id=cid)

@@ -352,3 +352,31 @@ def test_oco_group_stop_trigger_cancels_the_limit_and_a_limit_fill_cancels_the_s
     assert at_venue(fx, "a.tp") == [("SELL", "LIMIT", "CANCELED")]
     assert at_venue(fx, "a.sl.trig") == [("SELL", "MARKET", "FILLED")]
     assert at_venue(fx, "b.sl.trig") == [] and kernel(srv).position(SYM).qty == 0
+
+
+def test_a_triggered_stop_whose_order_never_arrived_is_sent_again_at_restart(
+    tmp_path: Path, fx: FakeOrderExchange, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    config = _config(tmp_path, fx)
+    srv, _ = _server(config, fx, ctx)
+    s = Session(srv)
+    entry(s)
+    fx.script.append("drop_before")  # the stop's order is lost on the way: never processed
+    bar(s, o=9_200, h=9_300, lo=8_900, c=8_950)
+    assert kernel(srv).order("e.sl.trig").state is OrderState.PENDING
+    assert at_venue(fx, "e.sl.trig") == []
+    srv.close()  # down before the route resolved it
+    srv2, _ = _server(config, fx, ctx)  # reconciliation: unknown at the venue -> same id again
+    k2 = kernel(srv2)
+    rec = srv2.startup_report[0].reconciliation
+    assert rec is not None
+    assert [d.detail for d in rec.differences if d.client_order_id == "e.sl.trig"] == [
+        "a triggered stop's order never arrived at the venue; sent again, same id"
+    ]
+    assert at_venue(fx, "e.sl.trig") == [("SELL", "MARKET", "FILLED")]  # exactly one order
+    assert k2.order("e.sl.trig").state is OrderState.FILLED
+    assert k2.order("e.sl").state is OrderState.FILLED and k2.position(SYM).qty == 0
+    assert _poll(srv2) == [] and len(fx.orders) == 3
+    srv2.close()
+    srv3, _ = _server(config, fx, ctx)  # a further restart finds nothing to do
+    assert kernel(srv3).position(SYM).qty == 0 and len(fx.orders) == 3

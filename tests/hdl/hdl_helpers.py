@@ -38,6 +38,7 @@ def realize(raw: Sequence[Intent], n_hot: int | None = None) -> list[EventIn]:
             slot = slot_pick % 4 if slot_pick < N_SLOTS // 2 else slot_pick
         cur = shadow.slots[slot]
         qty = [cur.leaves_qty, cur.leaves_qty + value % 3, value % 24, value][qty_kind]
+        qty = min(qty, (1 << 32) - 1)  # the event port is 32 bits wide: "leaves + k" saturates
         if kind == 0:
             ev = EventIn(
                 slot=slot,

@@ -45,6 +45,7 @@ class OrderKernelClient:
         self._ctx: zmq.Context[zmq.Socket[bytes]] = context or zmq.Context()
         self.endpoint = endpoint
         self._reconnect_ivl_ms = reconnect_ivl_ms
+        self._rcvtimeo = -1  # the dealer's RCVTIMEO as last set (libzmq's default: block)
         self._dealer = self._new_dealer()
         self._sub: zmq.Socket[bytes] | None = None
         self._beats: zmq.Socket[bytes] | None = None
@@ -69,6 +70,7 @@ class OrderKernelClient:
         dealer.setsockopt(zmq.LINGER, 0)
         dealer.setsockopt(zmq.RECONNECT_IVL, self._reconnect_ivl_ms)
         dealer.connect(self.endpoint)
+        self._rcvtimeo = -1
         return dealer
 
     def reconnect(self) -> None:
@@ -91,10 +93,17 @@ class OrderKernelClient:
         self._dealer.send_multipart([self._sid, payload])
 
     def poll_reply(self, timeout_ms: int) -> wire.DecodedReply | None:
-        """Receive one Reply (None on timeout) and mark its command acknowledged."""
-        if not self._dealer.poll(timeout_ms, zmq.POLLIN):
+        """Receive one Reply (None on timeout) and mark its command acknowledged.
+
+        A receive with a timeout (RCVTIMEO, set only when it changes), not `poll()` then
+        `recv()`: pyzmq's `Socket.poll` builds a Poller per call (~2 µs per reply)."""
+        if timeout_ms != self._rcvtimeo:
+            self._dealer.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._rcvtimeo = timeout_ms
+        try:
+            frames = self._dealer.recv_multipart()
+        except zmq.Again:
             return None
-        frames = self._dealer.recv_multipart()
         if frames == [wire.PONG]:
             self._pongs += 1
             return None

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from artifacts.io import load_with_lines
 from artifacts.schema import Artifact
 from feeds.files import read_bars
 from stratagem.errors import StratagemError
+from stratagem.staging import staged_dir
 from strategy_kernel.metrics import drawdown
 from strategy_kernel.portfolio import (
     AccountLimits,
@@ -139,9 +138,7 @@ def run_portfolio_cli(
     main_symbol = artifacts[0].instrument.symbol
     loaded = bars_for_symbols(symbols, bars_files, (main_symbol, data_path), start_ns, end_ns)
     final = out_dir or Path("runs") / ("portfolio-" + "-".join(a.name for a in artifacts))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with staged_dir(final) as tmp:
         res = run_portfolio_backtest(
             artifacts,
             {s: df for s, (_, df) in loaded.items()},
@@ -162,12 +159,6 @@ def run_portfolio_cli(
             "account": str(account_path) if account_path else None,
         }
         (tmp / "portfolio.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     data["out_dir"] = str(final)
     if as_json:
         print(json.dumps(data, indent=2, sort_keys=True))

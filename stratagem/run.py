@@ -7,7 +7,6 @@ import json
 import math
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from artifacts.schema import Artifact
 from feeds.files import read_bars
 from stratagem.errors import StratagemError
 from stratagem.portfolio_cli import bars_for_symbols
+from stratagem.staging import staged_dir
 from strategy_kernel.backtest import BacktestResult, run_backtest
 from strategy_kernel.replay import write_run_file
 from strategy_kernel.report import summary, trade_rows, write_reports
@@ -136,14 +136,7 @@ def run_backtest_cli(
             f"{artifact_path}: `data:` inputs are not supported with --paper yet; run without it"
         )
     final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}"
-    if final_dir.exists() and not final_dir.is_dir():
-        raise StratagemError(
-            f"--out {final_dir} exists and is not a directory; choose another path"
-        )
-    # Write into a temporary sibling and move it into place at the end: nothing half-written.
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
-    try:
+    with staged_dir(final_dir) as tmp:  # nothing half-written if the run fails
         from tqdm import tqdm
 
         show = not quiet and not as_json and sys.stderr.isatty()
@@ -187,12 +180,6 @@ def run_backtest_cli(
             end_ns=end_ns,
             extra=extra,
         )
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        tmp.rename(final_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = {k: final_dir / p.name for k, p in files.items()}
     if as_json:
         data = summary(result)

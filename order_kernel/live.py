@@ -50,9 +50,14 @@ from order_kernel import credentials as creds
 from order_kernel import messages as m
 from order_kernel.config import CcxtVenueConfig, KernelConfig
 from order_kernel.errors import ConfigError, OrderKernelError, RecoveryError
-from order_kernel.kernel import LIVE_RECORD_PREFIX, OrderKernel, VenueOrderIds, _Order
-from order_kernel.machine import F_FEES, F_FILL_COST, F_FILLED, F_QTY
-from order_kernel.reconcile import VENUE_WORKING, VenueOrder, VenueOrderStatus, VenueSnapshot
+from order_kernel.kernel import LIVE_RECORD_PREFIX, OrderKernel, VenueOrderIds
+from order_kernel.reconcile import (
+    VENUE_WORKING,
+    VenueOrder,
+    VenueOrderStatus,
+    VenueSnapshot,
+    order_totals,
+)
 from order_kernel.spec import OrderEvent, OrderState, OrderType, Reason, TimeInForce
 from order_kernel.venues.ccxt_venue import (
     CcxtVenue,
@@ -102,20 +107,6 @@ def session_client_id(session_id: str, client_order_id: str) -> str:
 # ---------------------------------------------------------------- applying venue answers
 
 
-def _ours(kernel: OrderKernel, o: _Order) -> tuple[OrderState, int, int, int, int]:
-    """(state, qty, filled, fill_cost, fees) of an order, open or finished."""
-    if o.final_state is not None:
-        return o.final_state, o.final_qty, o.filled, o.fill_cost, o.final_fees
-    a = kernel.machine.orders
-    return (
-        kernel.machine.state(o.slot),
-        int(a[F_QTY, o.slot]),
-        int(a[F_FILLED, o.slot]),
-        int(a[F_FILL_COST, o.slot]),
-        int(a[F_FEES, o.slot]),
-    )
-
-
 def _fill_gap(vo: VenueOrder, qty: int, filled: int, cost: int) -> int:
     """Lots the venue reports beyond ours; 0 when nothing new, -1 when it cannot be applied."""
     missing = vo.filled_qty - filled
@@ -131,7 +122,7 @@ def _changes(kernel: OrderKernel, rep: VenueReport) -> bool:
     o = kernel._orders.get(rep.client_order_id)
     if o is None or o.final_state is not None:
         return False
-    st, qty, filled, cost, _ = _ours(kernel, o)
+    st, qty, filled, cost, _ = order_totals(kernel, o)
     if rep.outcome is Outcome.REJECTED:
         return (rep.action != "cancel" and st is S.PENDING) or (
             rep.action == "cancel" and st is S.PENDING_CANCEL
@@ -153,7 +144,7 @@ def _changes(kernel: OrderKernel, rep: VenueReport) -> bool:
 def _apply(kernel: OrderKernel, rep: VenueReport) -> None:
     o = kernel._orders[rep.client_order_id]
     cid = o.cmd.client_order_id
-    st, qty, filled, cost, fees = _ours(kernel, o)
+    st, qty, filled, cost, fees = order_totals(kernel, o)
     if rep.outcome in (Outcome.REJECTED, Outcome.NOT_FOUND):
         if rep.action == "cancel" or st is S.PENDING_CANCEL:
             reason = rep.reason if rep.outcome is Outcome.REJECTED else Reason.UNKNOWN_ORDER
@@ -401,7 +392,7 @@ class LiveRoute:
             st = kernel._state(o)
             vo_now = rep.order
             if vo_now is not None and o.final_state is None:
-                _, qty, filled, cost, _ = _ours(kernel, o)
+                _, qty, filled, cost, _ = order_totals(kernel, o)
                 if _fill_gap(vo_now, qty, filled, cost) < 0:
                     self.problems.append(
                         f"session {sid!r} order {cid!r}: the venue reports filled="

@@ -134,7 +134,7 @@ _enc: Final = msgspec.msgpack.Encoder()
 _dec: Final = msgspec.msgpack.Decoder(ReconRecord)
 
 
-def _ours(kernel: OrderKernel, o: _Order) -> tuple[OrderState, int, int, int, int]:
+def order_totals(kernel: OrderKernel, o: _Order) -> tuple[OrderState, int, int, int, int]:
     """(state, qty, filled, fill_cost, fees) of one of our orders, open or finished."""
     if o.final_state is not None:
         return o.final_state, o.final_qty, o.filled, o.fill_cost, o.final_fees
@@ -213,7 +213,7 @@ def _plan(
     for cid, o in kernel._orders.items():  # submission order: deterministic
         if o.cmd.schedule is not None:
             continue  # a TWAP parent lives in the kernel only; its slices are the venue's orders
-        st, qty, filled, cost, fees = _ours(kernel, o)
+        st, qty, filled, cost, fees = order_totals(kernel, o)
         vo = venue.get(cid)
         if vo is None:
             if st is OrderState.PENDING and kernel.live and cid.endswith(".trig"):
@@ -465,7 +465,7 @@ def snapshot_from_kernel(kernel: OrderKernel, ts_ns: int) -> VenueSnapshot:
     for o in kernel._orders.values():
         if o.cmd.schedule is not None:
             continue  # kernel-side TWAP parent: a venue only sees its slices
-        st, _qty, filled, cost, fees = _ours(kernel, o)
+        st, _qty, filled, cost, fees = order_totals(kernel, o)
         vs = status_of[st]
         if vs is VenueOrderStatus.OPEN and filled:
             vs = VenueOrderStatus.PARTIALLY_FILLED

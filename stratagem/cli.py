@@ -310,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="walk-forward with TRAIN and TEST windows in bars",
     )
     p.add_argument("--executor", choices=["process", "serial", "dask"], default="process")
+    p.add_argument(
+        "--engine",
+        choices=["auto", "fast", "event"],
+        default="auto",
+        help="auto (default): the fast path, the event-driven kernels where it cannot run; "
+        "event: always the real kernels (records each run's strategy-log head)",
+    )
     p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
     p.add_argument("--address", help="Dask scheduler address (with --executor dask)")
     p.add_argument("--data", help="bars as CSV or parquet (default: the bundled sample data)")

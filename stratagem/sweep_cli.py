@@ -50,7 +50,9 @@ def _write_csv(results: list[SweepResult], path: Path) -> None:
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         params = list(results[0].params)
-        w.writerow(["index", *params, *metric_names, "trades", "strategy_log_head", "error"])
+        w.writerow(
+            ["index", *params, *metric_names, "trades", "engine", "strategy_log_head", "error"]
+        )
         for r in results:
             w.writerow(
                 [
@@ -58,6 +60,7 @@ def _write_csv(results: list[SweepResult], path: Path) -> None:
                     *(r.params[p] for p in params),
                     *(r.metrics.get(m) for m in metric_names),
                     r.trades,
+                    r.engine,
                     r.strategy_log_head,
                     r.error or "",
                 ]
@@ -76,7 +79,12 @@ def run_sweep_cli(args: argparse.Namespace, default_data: Path) -> int:
     if args.workers < 1:
         raise StratagemError("--workers must be at least 1")
     show = not args.quiet and not args.json and sys.stderr.isatty()
-    common = {"executor": args.executor, "workers": args.workers, "address": args.address}
+    common = {
+        "executor": args.executor,
+        "workers": args.workers,
+        "address": args.address,
+        "engine": args.engine,
+    }
     if args.walk_forward:
         try:
             train, test = (int(x) for x in args.walk_forward.split(":"))
@@ -136,7 +144,13 @@ def run_sweep_cli(args: argparse.Namespace, default_data: Path) -> int:
         print(
             json.dumps(
                 [
-                    {"params": r.params, "metrics": r.metrics, "trades": r.trades, "error": r.error}
+                    {
+                        "params": r.params,
+                        "metrics": r.metrics,
+                        "trades": r.trades,
+                        "engine": r.engine,
+                        "error": r.error,
+                    }
                     for r in results
                 ],
                 indent=2,
@@ -145,6 +159,8 @@ def run_sweep_cli(args: argparse.Namespace, default_data: Path) -> int:
         )
     else:
         _print_results(results, args.objective)
+        engines = sorted({r.engine for r in results})
+        print(f"engine: {', '.join(engines)} (--engine {args.engine})")
         if args.out:
             print(f"\nall {len(results)} results in {args.out}")
     return 0

@@ -5,10 +5,18 @@ A parameter is a dotted path into the artifact (`nodes.rsi.params.period`,
 hand-written one, then backtested by `evaluate`: one picklable task function that runs the same
 in-process, in local worker processes or on a Dask cluster. Results come back in a
 deterministic order (the order of the combinations), whatever order the workers finish in.
+
+Engines: `auto` (the default) runs each combination on the fast path (batch indicators + one
+numba loop, 60x the event-driven loop, trade for trade the same result) and falls back to the
+event-driven kernels when the fast path refuses the artifact (a python node, for example); every
+result says which engine produced it. `event` always runs the real kernels and records the
+strategy-log head; `fast` refuses what the fast path cannot run. Walk-forward optimises with the
+sweep's engine and always confirms each fold's winner on the event-driven kernels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -24,8 +32,10 @@ from artifacts.io import content_hash, dumps, loads, to_data
 from artifacts.schema import Artifact
 from strategy_kernel.backtest import run_backtest
 from strategy_kernel.errors import StrategyError
+from strategy_kernel.fastpath import FastPathUnsupported, fast_backtest
 
 Value = int | float | str | bool
+ENGINES = ("auto", "fast", "event")
 
 
 class SweepError(StrategyError):
@@ -150,6 +160,7 @@ class SweepTask:
     params: dict[str, Value]
     bars: pl.DataFrame
     index: int
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -158,8 +169,9 @@ class SweepResult:
     params: dict[str, Value]
     metrics: dict[str, float | int | None]
     trades: int
-    strategy_log_head: str
+    strategy_log_head: str  # "" when the fast path ran: it writes no strategy log
     error: str | None = None
+    engine: str = "event"  # the engine that produced this result: "fast" or "event"
 
     def objective(self, name: str) -> float:
         v = self.metrics.get(name)
@@ -169,71 +181,112 @@ class SweepResult:
 def evaluate(task: SweepTask) -> SweepResult:
     """Backtest one combination. Pure and picklable: the same function runs on every executor."""
     base = loads(task.artifact_yaml)
+    engine = "event" if task.engine == "event" else "fast"
     try:
         art = apply_params(base, task.params)
-        result = run_backtest(art, check(art), task.bars)
+        graph = check(art)
+        if engine == "fast":
+            try:
+                fast = fast_backtest(art, graph, task.bars)
+            except FastPathUnsupported:
+                if task.engine == "fast":
+                    raise
+                engine = "event"
+            else:
+                return SweepResult(
+                    task.index,
+                    task.params,
+                    fast.metrics.as_dict(),
+                    len(fast.trades),
+                    "",
+                    engine="fast",
+                )
+        result = run_backtest(art, graph, task.bars)
     except StrategyError as exc:
-        return SweepResult(task.index, task.params, {}, 0, "", error=str(exc))
+        return SweepResult(task.index, task.params, {}, 0, "", error=str(exc), engine=engine)
     return SweepResult(
         task.index,
         task.params,
         result.metrics.as_dict(),
         len(result.trades),
         result.strategy_log_head,
+        engine=engine,
     )
 
 
-def _run_tasks(
-    tasks: list[SweepTask],
-    *,
-    executor: str,
-    workers: int,
-    address: str | None,
-    progress: Callable[[int], None] | None,
-) -> list[SweepResult]:
-    results: list[SweepResult] = []
-    if executor == "serial" or len(tasks) <= 1:
-        for t in tasks:
-            results.append(evaluate(t))
+class _Runner:
+    """Runs task lists on one executor that starts once: a walk-forward's folds share the worker
+    processes (or Dask client) instead of spawning fresh interpreters for every fold."""
+
+    def __init__(self, executor: str, workers: int, address: str | None) -> None:
+        if executor not in ("serial", "process", "dask"):
+            raise SweepError(f"unknown executor {executor!r}: use serial, process or dask")
+        self.executor, self.workers, self.address = executor, workers, address
+        self._stack = contextlib.ExitStack()
+        self._pool: Any = None
+
+    def __enter__(self) -> _Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _start(self) -> Any:
+        if self._pool is not None:
+            return self._pool
+        if self.executor == "process":
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn, not fork: polars and numba start threads that a forked child must not inherit
+            self._pool = self._stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                )
+            )
+        else:
+            try:
+                from distributed import Client
+            except ImportError:
+                raise SweepError(
+                    "executor 'dask' needs the dask[distributed] package "
+                    "(pip install 'stratagem[cluster]')"
+                ) from None
+            make_client: Any = Client  # distributed ships no type hints
+            kwargs = (
+                {"address": self.address}
+                if self.address
+                else {"processes": False, "n_workers": 1, "threads_per_worker": self.workers}
+            )
+            self._pool = self._stack.enter_context(make_client(**kwargs))
+        return self._pool
+
+    def run(
+        self, tasks: list[SweepTask], progress: Callable[[int], None] | None
+    ) -> list[SweepResult]:
+        """Results in task order, whatever order the workers finish in."""
+        results: list[SweepResult] = []
+        if self.executor == "serial" or len(tasks) <= 1:
+            for t in tasks:
+                results.append(evaluate(t))
+                if progress:
+                    progress(1)
+            return results
+        pool = self._start()
+        completed: Any
+        if self.executor == "process":
+            from concurrent.futures import as_completed as completed
+
+            futures = [pool.submit(evaluate, t) for t in tasks]
+        else:
+            from distributed import as_completed as completed
+
+            futures = pool.map(evaluate, tasks, pure=False)
+        for fut in completed(futures):
+            results.append(fut.result())
             if progress:
                 progress(1)
-    elif executor == "process":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # spawn, not fork: polars and numba start threads that a forked child must not inherit
-        with ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
-        ) as pool:
-            futures = [pool.submit(evaluate, t) for t in tasks]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                if progress:
-                    progress(1)
-    elif executor == "dask":
-        try:
-            from distributed import Client
-            from distributed import as_completed as dask_completed
-        except ImportError:
-            raise SweepError(
-                "executor 'dask' needs the dask[distributed] package (pip install 'stratagem[cluster]')"
-            ) from None
-        make_client: Any = Client  # distributed ships no type hints
-        client_kwargs = (
-            {"address": address}
-            if address
-            else {"processes": False, "n_workers": 1, "threads_per_worker": workers}
-        )
-        with make_client(**client_kwargs) as client:
-            futures = client.map(evaluate, tasks, pure=False)
-            completed: Any = dask_completed
-            for fut in completed(futures):
-                results.append(fut.result())
-                if progress:
-                    progress(1)
-    else:
-        raise SweepError(f"unknown executor {executor!r}: use serial, process or dask")
-    return sorted(results, key=lambda r: r.index)
+        return sorted(results, key=lambda r: r.index)
 
 
 def sweep(
@@ -245,14 +298,21 @@ def sweep(
     workers: int = 2,
     address: str | None = None,
     progress: Callable[[int], None] | None = None,
+    engine: str = "auto",
+    runner: _Runner | None = None,
 ) -> list[SweepResult]:
     """Backtest every combination; results in combination order. Invalid combos fail up front."""
+    if engine not in ENGINES:
+        raise SweepError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
     params = [dict(c) for c in combos]
     for p in params:
         apply_params(artifact, p)  # fail fast, in the caller, with the path and value named
     text = dumps(artifact)
-    tasks = [SweepTask(text, p, bars, i) for i, p in enumerate(params)]
-    return _run_tasks(tasks, executor=executor, workers=workers, address=address, progress=progress)
+    tasks = [SweepTask(text, p, bars, i, engine) for i, p in enumerate(params)]
+    if runner is not None:
+        return runner.run(tasks, progress)
+    with _Runner(executor, workers, address) as own:
+        return own.run(tasks, progress)
 
 
 def best(results: Sequence[SweepResult], objective: str) -> SweepResult:
@@ -285,11 +345,13 @@ def walk_forward(
     workers: int = 2,
     address: str | None = None,
     progress: Callable[[int], None] | None = None,
+    engine: str = "auto",
 ) -> list[WalkForwardFold]:
     """Optimise on each train window, then run the winner on the following test window.
 
     The test run starts `warm-up` bars before the test window so indicators are defined when it
-    begins; no trade can happen in those bars (the strategy is still warming up).
+    begins; no trade can happen in those bars (the strategy is still warming up). The train
+    windows run on `engine`; every test window runs on the event-driven kernels.
     """
     if train_bars <= 0 or test_bars <= 0:
         raise SweepError("walk-forward needs positive train and test lengths")
@@ -300,25 +362,25 @@ def walk_forward(
         )
     folds: list[WalkForwardFold] = []
     start = 0
-    while start + train_bars + test_bars <= n:
-        tr = (start, start + train_bars)
-        te = (tr[1], tr[1] + test_bars)
-        results = sweep(
-            artifact,
-            bars[tr[0] : tr[1]],
-            combos,
-            executor=executor,
-            workers=workers,
-            address=address,
-            progress=progress,
-        )
-        winner = best(results, objective)
-        art = apply_params(artifact, winner.params)
-        warm = check(art).warmup
-        lo = max(0, te[0] - warm - 1)
-        test = evaluate(SweepTask(dumps(art), {}, bars[lo : te[1]], 0))
-        folds.append(
-            WalkForwardFold(tr, te, dict(winner.params), winner.objective(objective), test)
-        )
-        start += test_bars
+    with _Runner(executor, workers, address) as runner:
+        while start + train_bars + test_bars <= n:
+            tr = (start, start + train_bars)
+            te = (tr[1], tr[1] + test_bars)
+            results = sweep(
+                artifact,
+                bars[tr[0] : tr[1]],
+                combos,
+                progress=progress,
+                engine=engine,
+                runner=runner,
+            )
+            winner = best(results, objective)
+            art = apply_params(artifact, winner.params)
+            warm = check(art).warmup
+            lo = max(0, te[0] - warm - 1)
+            test = evaluate(SweepTask(dumps(art), {}, bars[lo : te[1]], 0, "event"))
+            folds.append(
+                WalkForwardFold(tr, te, dict(winner.params), winner.objective(objective), test)
+            )
+            start += test_bars
     return folds

@@ -222,9 +222,16 @@ def test_sweep_command_csv_and_bad_params(
         "--quiet",
     ]
     assert main(args) == 0
-    assert "top 2 of 2 by sharpe" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "top 2 of 2 by sharpe" in printed and "engine: fast (--engine auto)" in printed
     lines = out.read_text().splitlines()
     assert len(lines) == 3 and "nodes.fast.params.period" in lines[0]
+    col = lines[0].split(",").index("engine")
+    assert [row.split(",")[col] for row in lines[1:]] == ["fast", "fast"]
+    assert main([*args, "--engine", "event"]) == 0
+    assert "engine: event (--engine event)" in capsys.readouterr().out
+    heads = [row.split(",")[col + 1] for row in out.read_text().splitlines()[1:]]
+    assert all(len(h) == 64 for h in heads)  # the kernels' strategy-log heads
     err = _bad(
         ["sweep", sma, "--param", "nodes.fast.params.period=0,5", "--executor", "serial"], capsys
     )

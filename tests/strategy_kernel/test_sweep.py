@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 import pytest
 
 from artifacts.graph import SignalGraph, check
 from artifacts.schema import Artifact
+from strategy_kernel import sweep as sweep_module
 from strategy_kernel.backtest import run_backtest
+from strategy_kernel.fastpath import FastPathUnsupported
 from strategy_kernel.sweep import (
     SweepError,
     apply_params,
@@ -72,8 +76,9 @@ def test_serial_sweep_matches_direct_runs(
     sma_artifact: tuple[Artifact, SignalGraph], sample_bars: pl.DataFrame
 ) -> None:
     bars = sample_bars.head(1500)
-    results = sweep(sma_artifact[0], bars, COMBOS, executor="serial")
+    results = sweep(sma_artifact[0], bars, COMBOS, executor="serial", engine="event")
     assert [r.params for r in results] == COMBOS
+    assert {r.engine for r in results} == {"event"}
     for r in results:
         art = apply_params(sma_artifact[0], r.params)
         direct = run_backtest(art, check(art), bars)
@@ -91,11 +96,62 @@ def test_parallel_executors_agree_with_serial(
 ) -> None:
     bars = sample_bars.head(800)
     combos = COMBOS[:3]
-    serial = sweep(sma_artifact[0], bars, combos, executor="serial")
-    parallel = sweep(sma_artifact[0], bars, combos, executor=executor, workers=2)
+    serial = sweep(sma_artifact[0], bars, combos, executor="serial", engine="event")
+    parallel = sweep(sma_artifact[0], bars, combos, executor=executor, workers=2, engine="event")
     assert [(r.params, r.strategy_log_head, r.metrics) for r in parallel] == [
         (r.params, r.strategy_log_head, r.metrics) for r in serial
     ]
+
+
+def _comparable(metrics: dict[str, float | int | None]) -> dict[str, object]:
+    """NaN never equals NaN; compare it as a marker so equal results compare equal."""
+    return {k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
+
+
+def test_auto_engine_runs_the_fast_path_with_the_event_driven_results(
+    sma_artifact: tuple[Artifact, SignalGraph],
+    rsi_artifact: tuple[Artifact, SignalGraph],
+    sample_bars: pl.DataFrame,
+) -> None:
+    bars = sample_bars.head(1500)
+    cases = [
+        (sma_artifact[0], COMBOS),
+        (rsi_artifact[0], [{"nodes.rsi.params.period": p} for p in (7, 14, 21)]),
+    ]
+    for art, combos in cases:
+        auto = sweep(art, bars, combos, executor="serial")
+        event = sweep(art, bars, combos, executor="serial", engine="event")
+        assert {r.engine for r in auto} == {"fast"}
+        assert all(r.strategy_log_head == "" for r in auto)  # the fast path writes no log
+        assert [(r.params, r.trades, _comparable(r.metrics)) for r in auto] == [
+            (r.params, r.trades, _comparable(r.metrics)) for r in event
+        ]
+        assert sum(r.trades for r in auto) > 0
+
+
+def test_auto_engine_falls_back_to_the_kernels_and_says_so(
+    sma_artifact: tuple[Artifact, SignalGraph],
+    sample_bars: pl.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the fast path refuses (a python node, say) runs on the kernels under auto."""
+
+    def refuse(*_args: object, **_kw: object) -> None:
+        raise FastPathUnsupported("node custom (kind python) has no fast path")
+
+    monkeypatch.setattr(sweep_module, "fast_backtest", refuse)
+    bars = sample_bars.head(900)
+    auto = sweep(sma_artifact[0], bars, COMBOS[:2], executor="serial")
+    event = sweep(sma_artifact[0], bars, COMBOS[:2], executor="serial", engine="event")
+    assert [r.engine for r in auto] == ["event", "event"]
+    assert [(r.strategy_log_head, r.trades, r.error) for r in auto] == [
+        (r.strategy_log_head, r.trades, None) for r in event
+    ]
+    assert all(r.strategy_log_head for r in auto)
+    fast = sweep(sma_artifact[0], bars, COMBOS[:2], executor="serial", engine="fast")
+    assert all(r.engine == "fast" and r.error and "kind python" in r.error for r in fast)
+    with pytest.raises(SweepError, match="unknown engine"):
+        sweep(sma_artifact[0], bars, COMBOS[:1], executor="serial", engine="numba")
 
 
 def test_walk_forward_folds(
@@ -119,7 +175,35 @@ def test_walk_forward_folds(
     for f in folds:
         assert f.best_params in COMBOS[:2]
         assert f.test_result.error is None
+        # the winner is confirmed on the real kernels, whatever engine optimised it
+        assert f.test_result.engine == "event" and f.test_result.strategy_log_head
     with pytest.raises(SweepError, match="needs 3000 bars"):
         walk_forward(
             sma_artifact[0], bars, COMBOS, train_bars=2600, test_bars=400, executor="serial"
         )
+
+
+def test_walk_forward_on_worker_processes_equals_serial(
+    sma_artifact: tuple[Artifact, SignalGraph], sample_bars: pl.DataFrame
+) -> None:
+    """The folds share one pool of workers; the answer is the serial one, fold for fold."""
+    bars = sample_bars.head(2000)
+    serial, pooled = (
+        walk_forward(
+            sma_artifact[0],
+            bars,
+            COMBOS[:3],
+            train_bars=1000,
+            test_bars=500,
+            objective="total_return_pct",
+            executor=executor,
+            workers=2,
+        )
+        for executor in ("serial", "process")
+    )
+    assert len(serial) == 2
+    assert [
+        (f.best_params, f.test_result.strategy_log_head, f.test_result.trades) for f in pooled
+    ] == [(f.best_params, f.test_result.strategy_log_head, f.test_result.trades) for f in serial]
+    with pytest.raises(SweepError, match="unknown executor"):
+        sweep(sma_artifact[0], bars, COMBOS[:1], executor="threads")

@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stratagem.run import run_backtest_cli, run_service_paper_cli
 
     bars_files = parse_bars_options(args.bars)
-    if len(args.artifact) > 1 and not args.paper:
+    # several artifacts on one account: a backtest, or with --paper a paper session in lockstep
+    if len(args.artifact) > 1 and (args.account or not args.paper):
         return run_portfolio_cli(
             artifact_paths=[Path(a) for a in args.artifact],
             data_path=Path(args.data) if args.data else DEFAULT_DATA,
@@ -83,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             out_dir=Path(args.out) if args.out else None,
             as_json=args.json,
             plots=not args.no_plots,
+            paper=args.paper,
         )
     if args.account:
         raise StratagemError("--account applies to a portfolio run: give two or more artifacts")
@@ -216,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--account",
         metavar="TOML",
         help="account limits ([portfolio] max_exposure_pct, max_concurrent_positions, "
-        "max_correlation) for several artifacts backtested on one account",
+        "max_correlation) for several artifacts backtested on one account (with --paper: "
+        "paper-traded in lockstep on one account)",
     )
     p.set_defaults(func=cmd_run)
 
@@ -309,7 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TRAIN:TEST",
         help="walk-forward with TRAIN and TEST windows in bars",
     )
-    p.add_argument("--executor", choices=["process", "serial", "dask"], default="process")
+    p.add_argument(
+        "--executor",
+        choices=["auto", "process", "serial", "dask"],
+        default="auto",
+        help="auto (default): worker processes only when the sweep is long enough to pay for "
+        "starting them",
+    )
     p.add_argument(
         "--engine",
         choices=["auto", "fast", "event"],

@@ -20,15 +20,15 @@ import contextlib
 import itertools
 import math
 import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
-import yaml
 
-from artifacts.graph import check
-from artifacts.io import content_hash, dumps, loads, to_data
+from artifacts.graph import SignalGraph, check
+from artifacts.io import content_hash, from_data, to_data
 from artifacts.schema import Artifact
 from strategy_kernel.backtest import run_backtest
 from strategy_kernel.errors import StrategyError
@@ -121,17 +121,20 @@ def set_param(data: dict[str, Any], path: str, value: Value) -> None:
 
 def apply_params(artifact: Artifact, params: Mapping[str, Value]) -> Artifact:
     """A new, fully validated artifact with `params` set (provenance notes the parent hash)."""
+    return _apply(artifact, params)[0]
+
+
+def _apply(artifact: Artifact, params: Mapping[str, Value]) -> tuple[Artifact, SignalGraph]:
     data = to_data(artifact)
     for path, value in params.items():
         set_param(data, path, value)
     data.setdefault("provenance", {})["parent"] = content_hash(artifact)
-    text = yaml.safe_dump(data, sort_keys=False)
     try:
-        new = loads(text, f"<sweep {dict(params)}>")
-        check(new, f"<sweep {dict(params)}>")
+        new = from_data(data, f"<sweep {dict(params)}>")
+        graph = check(new, f"<sweep {dict(params)}>")
     except Exception as exc:
         raise SweepError(f"parameters {dict(params)} make an invalid artifact:\n{exc}") from None
-    return new
+    return new, graph
 
 
 def combinations(
@@ -156,7 +159,7 @@ def combinations(
 
 @dataclass(frozen=True)
 class SweepTask:
-    artifact_yaml: str
+    artifact: dict[str, Any]  # plain data (artifacts.io.to_data): pickles small, validates fast
     params: dict[str, Value]
     bars: pl.DataFrame
     index: int
@@ -180,11 +183,10 @@ class SweepResult:
 
 def evaluate(task: SweepTask) -> SweepResult:
     """Backtest one combination. Pure and picklable: the same function runs on every executor."""
-    base = loads(task.artifact_yaml)
+    base = from_data(task.artifact)
     engine = "event" if task.engine == "event" else "fast"
     try:
-        art = apply_params(base, task.params)
-        graph = check(art)
+        art, graph = _apply(base, task.params)
         if engine == "fast":
             try:
                 fast = fast_backtest(art, graph, task.bars)
@@ -214,13 +216,24 @@ def evaluate(task: SweepTask) -> SweepResult:
     )
 
 
+EXECUTORS = ("auto", "serial", "process", "dask")
+# Starting two spawned workers (interpreter, numba and polars imports, numba caches) costs ~3 s
+# here; with two workers a pool saves at most half the serial time, so `auto` starts one only
+# when the rest of the work is estimated at more than twice that.
+POOL_WORTH_S = 6.0
+
+
 class _Runner:
     """Runs task lists on one executor that starts once: a walk-forward's folds share the worker
-    processes (or Dask client) instead of spawning fresh interpreters for every fold."""
+    processes (or Dask client) instead of spawning fresh interpreters for every fold.
+
+    `auto` runs the first task in-process and starts worker processes only when the remaining
+    tasks, at that task's cost, are worth more than starting them (a fast-path combination takes
+    milliseconds, an event-driven one seconds). The results never depend on the executor."""
 
     def __init__(self, executor: str, workers: int, address: str | None) -> None:
-        if executor not in ("serial", "process", "dask"):
-            raise SweepError(f"unknown executor {executor!r}: use serial, process or dask")
+        if executor not in EXECUTORS:
+            raise SweepError(f"unknown executor {executor!r}: use {', '.join(EXECUTORS)}")
         self.executor, self.workers, self.address = executor, workers, address
         self._stack = contextlib.ExitStack()
         self._pool: Any = None
@@ -234,7 +247,7 @@ class _Runner:
     def _start(self) -> Any:
         if self._pool is not None:
             return self._pool
-        if self.executor == "process":
+        if self.executor in ("process", "auto"):
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
@@ -266,15 +279,20 @@ class _Runner:
     ) -> list[SweepResult]:
         """Results in task order, whatever order the workers finish in."""
         results: list[SweepResult] = []
+        if self.executor == "auto" and self._pool is None and tasks:
+            started = time.perf_counter()  # chooses the executor only; never reaches a result
+            results.append(evaluate(tasks[0]))
+            if progress:
+                progress(1)
+            estimate = (time.perf_counter() - started) * (len(tasks) - 1)
+            tasks = tasks[1:]
+            if estimate <= POOL_WORTH_S or self.workers <= 1:
+                return results + self._serial(tasks, progress)
         if self.executor == "serial" or len(tasks) <= 1:
-            for t in tasks:
-                results.append(evaluate(t))
-                if progress:
-                    progress(1)
-            return results
+            return results + self._serial(tasks, progress)
         pool = self._start()
         completed: Any
-        if self.executor == "process":
+        if self.executor in ("process", "auto"):
             from concurrent.futures import as_completed as completed
 
             futures = [pool.submit(evaluate, t) for t in tasks]
@@ -288,13 +306,24 @@ class _Runner:
                 progress(1)
         return sorted(results, key=lambda r: r.index)
 
+    @staticmethod
+    def _serial(
+        tasks: list[SweepTask], progress: Callable[[int], None] | None
+    ) -> list[SweepResult]:
+        out = []
+        for t in tasks:
+            out.append(evaluate(t))
+            if progress:
+                progress(1)
+        return out
+
 
 def sweep(
     artifact: Artifact,
     bars: pl.DataFrame,
     combos: Iterable[Mapping[str, Value]],
     *,
-    executor: str = "process",
+    executor: str = "auto",
     workers: int = 2,
     address: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -307,8 +336,8 @@ def sweep(
     params = [dict(c) for c in combos]
     for p in params:
         apply_params(artifact, p)  # fail fast, in the caller, with the path and value named
-    text = dumps(artifact)
-    tasks = [SweepTask(text, p, bars, i, engine) for i, p in enumerate(params)]
+    data = to_data(artifact)
+    tasks = [SweepTask(data, p, bars, i, engine) for i, p in enumerate(params)]
     if runner is not None:
         return runner.run(tasks, progress)
     with _Runner(executor, workers, address) as own:
@@ -341,7 +370,7 @@ def walk_forward(
     train_bars: int,
     test_bars: int,
     objective: str = "sharpe",
-    executor: str = "process",
+    executor: str = "auto",
     workers: int = 2,
     address: str | None = None,
     progress: Callable[[int], None] | None = None,
@@ -378,7 +407,7 @@ def walk_forward(
             art = apply_params(artifact, winner.params)
             warm = check(art).warmup
             lo = max(0, te[0] - warm - 1)
-            test = evaluate(SweepTask(dumps(art), {}, bars[lo : te[1]], 0, "event"))
+            test = evaluate(SweepTask(to_data(art), {}, bars[lo : te[1]], 0, "event"))
             folds.append(
                 WalkForwardFold(tr, te, dict(winner.params), winner.objective(objective), test)
             )

@@ -156,3 +156,20 @@ def test_json_schema_validates_examples() -> None:
     # every example validates through the same models the schema was made from
     for path in EXAMPLES:
         assert isinstance(io.load(path), Artifact)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_from_data_equals_the_yaml_round_trip(path: Path) -> None:
+    artifact = io.load(path)
+    data = io.to_data(artifact)
+    assert io.from_data(data) == io.loads(io.dumps(artifact)) == artifact
+
+
+def test_from_data_names_the_field_like_loads(rsi_text: str) -> None:
+    data = yaml.safe_load(rsi_text)
+    data["nodes"]["rsi"]["params"]["period"] = "fourteen"
+    with pytest.raises(ArtifactSchemaError) as exc:
+        io.from_data(data, "<sweep>")
+    [problem] = exc.value.problems
+    assert problem.field == "nodes.rsi.params.period" and "fourteen" in problem.message
+    assert problem.line is None and "<sweep>" in str(exc.value)

@@ -207,3 +207,30 @@ def test_walk_forward_on_worker_processes_equals_serial(
     ] == [(f.best_params, f.test_result.strategy_log_head, f.test_result.trades) for f in serial]
     with pytest.raises(SweepError, match="unknown executor"):
         sweep(sma_artifact[0], bars, COMBOS[:1], executor="threads")
+
+
+@pytest.mark.parametrize("worth_s", [0.0, 1e9])
+def test_auto_executor_starts_workers_only_when_worth_it(
+    worth_s: float,
+    sma_artifact: tuple[Artifact, SignalGraph],
+    sample_bars: pl.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[int] = []
+    real_start = sweep_module._Runner._start
+
+    def spy(self: sweep_module._Runner) -> object:
+        started.append(1)
+        return real_start(self)
+
+    monkeypatch.setattr(sweep_module, "POOL_WORTH_S", worth_s)
+    monkeypatch.setattr(sweep_module._Runner, "_start", spy)
+    bars = sample_bars.head(800)
+    seen: list[int] = []
+    auto = sweep(sma_artifact[0], bars, COMBOS, executor="auto", progress=seen.append)
+    serial = sweep(sma_artifact[0], bars, COMBOS, executor="serial")
+    assert bool(started) is (worth_s == 0.0)
+    assert sum(seen) == len(COMBOS)
+    assert [(r.index, r.params, r.trades, r.engine) for r in auto] == [
+        (r.index, r.params, r.trades, r.engine) for r in serial
+    ]

@@ -10,6 +10,11 @@ path is timed twice: "core" (DAG + numba loop + trade list, metrics not asked fo
 and reported on its own. Every repeat checks fast path == event-driven, trade for trade and
 bar for bar (equity).
 
+One more row per strategy, "strategy log alone": the same `bar` and `nodes` records the
+event-driven run wrote (captured from it), appended to a `StrategyLog` with nothing else
+running. It is the floor of any per-event path that keeps the log contract (every input and
+every changed node value, one SHA-256-chained record each), however the kernels are built.
+
 A second table splits the event-driven path's time per bar into its parts (order kernel,
 DAG, strategy log, decisions, bar loop): each part's entry points are wrapped with a timer
 (exclusive time, the timer's own cost per call subtracted) and the parts are scaled to the
@@ -39,6 +44,7 @@ from artifacts.io import load
 from feeds.synthetic import generate_bars
 from strategy_kernel.backtest import run_backtest
 from strategy_kernel.fastpath import fast_backtest
+from strategy_kernel.log import StrategyLog
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The clock every timing uses: process CPU time by default, because on a shared machine wall
@@ -233,6 +239,41 @@ def breakdown(name: str, bars: pl.DataFrame, repeat: int) -> tuple[float, dict[s
     return total, {k: net[k] * scale / bars.height / 1000 for k in PARTS}
 
 
+def log_records(art: Any, graph: Any, bars: pl.DataFrame) -> list[tuple[bool, tuple[Any, ...]]]:
+    """The (is_bar, arguments) of every per-bar strategy-log append the event-driven run makes."""
+    calls: list[tuple[bool, tuple[Any, ...]]] = []
+    bar_fn, nodes_fn = StrategyLog.append_bar, StrategyLog.append_nodes
+
+    def rec_bar(self: StrategyLog, *a: Any) -> None:
+        calls.append((True, a))
+        bar_fn(self, *a)
+
+    def rec_nodes(self: StrategyLog, *a: Any) -> None:
+        calls.append((False, a))
+        nodes_fn(self, *a)
+
+    setattr(StrategyLog, "append_bar", rec_bar)  # noqa: B010 - patched for this one run
+    setattr(StrategyLog, "append_nodes", rec_nodes)  # noqa: B010
+    try:
+        run_backtest(art, graph, bars)
+    finally:
+        setattr(StrategyLog, "append_bar", bar_fn)  # noqa: B010
+        setattr(StrategyLog, "append_nodes", nodes_fn)  # noqa: B010
+    return calls
+
+
+def log_alone(calls: list[tuple[bool, tuple[Any, ...]]]) -> str:
+    """Append the captured records to an in-memory log (no file), nothing else; its head."""
+    log = StrategyLog(None)
+    bar, nodes = log.append_bar, log.append_nodes
+    for is_bar, a in calls:
+        if is_bar:
+            bar(*a)
+        else:
+            nodes(*a)
+    return log.head
+
+
 def _timed(fn: Callable[[], Any], clock: Callable[[], float] | None = None) -> tuple[float, Any]:
     c = clock or CLOCK
     gc.collect()  # garbage of the previous run is not charged to this one
@@ -278,13 +319,22 @@ def main() -> None:
     for label, (name, baseline) in cases.items():
         art = load(ROOT / "examples" / f"{name}.yaml")
         graph = check(art)
-        times: dict[str, list[float]] = {"base": [], "event": [], "core": [], "full": []}
+        times: dict[str, list[float]] = {
+            "base": [],
+            "event": [],
+            "log": [],
+            "core": [],
+            "full": [],
+        }
+        records = log_records(art, graph, bars)
         same = True
         n_trades = 0
         for _ in range(args.repeat):
             times["base"].append(baseline(bars))
             dt, ev = _timed(lambda: run_backtest(art, graph, bars))  # noqa: B023
             times["event"].append(dt)
+            dt, _ = _timed(lambda: log_alone(records))  # noqa: B023
+            times["log"].append(dt)
             dt, fp = _timed(lambda: fast_backtest(art, graph, bars))  # noqa: B023
             times["core"].append(dt)
             dt, _ = _timed(lambda: fast_backtest(art, graph, bars).metrics)  # noqa: B023
@@ -295,6 +345,7 @@ def main() -> None:
         rows = [
             ("backtesting.py (baseline)", "base", "-", "-"),
             ("stratagem event-driven", "event", str(n_trades), "(reference)"),
+            ("strategy log alone (its records, no kernels)", "log", "-", "-"),
             ("stratagem fast path, core", "core", str(n_trades), str(same)),
             ("stratagem fast path, full (+ metrics)", "full", str(n_trades), str(same)),
         ]

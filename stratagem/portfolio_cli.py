@@ -5,12 +5,21 @@ Each strategy keeps its own logs and reports in `<out>/<name>/`; the account vie
 gross exposure, open positions per timestamp) goes to `<out>/account.csv` and the portfolio's
 decisions to `<out>/portfolio.log.jsonl`. Written into a temporary directory and moved into
 place at the end, like a single run.
+
+With `--paper` (`--paper --account`), the same account runs as a paper session in lockstep
+(`strategy_kernel.paper.run_portfolio_paper`): every instrument's and `data:` input's bars are
+published on a market-data bus and the orders go to order-kernel processes (one per group of
+artifacts sharing the simulated venue's settings, a session per artifact). Fed the same bars it
+writes the backtest's strategy logs and `portfolio.log.jsonl`, byte for byte; each strategy's
+`orders.log` is the kernel process's session log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,7 @@ from strategy_kernel.portfolio import (
     run_portfolio_backtest,
 )
 from strategy_kernel.report import summary, write_reports
+from strategy_kernel.transport import kernel_config
 
 
 def _fmt(x: object) -> str:
@@ -107,6 +117,102 @@ def portfolio_summary(res: PortfolioResult, limits: AccountLimits) -> dict[str, 
     }
 
 
+def kernel_groups(artifacts: list[Artifact]) -> list[tuple[str, list[Artifact]]]:
+    """kernel.toml texts and their artifacts: one order-kernel process serves the artifacts whose
+    simulated venue is configured alike (slippage, seed) and whose instruments agree, so each
+    session simulates exactly what its backtest does; the others get a process of their own."""
+    groups: list[tuple[str, dict[str, str], list[Artifact]]] = []
+    for a in artifacts:
+        head, sep, rest = kernel_config(a).partition("[[instruments]]")
+        block = sep + rest
+        for g_head, blocks, members in groups:
+            if g_head == head and blocks.get(a.instrument.symbol, block) == block:
+                blocks[a.instrument.symbol] = block
+                members.append(a)
+                break
+        else:
+            groups.append((head, {a.instrument.symbol: block}, [a]))
+    return [(h + "".join(b[s] for s in sorted(b)), members) for h, b, members in groups]
+
+
+def run_portfolio_paper_cli(
+    artifacts: list[Artifact],
+    frames: dict[str, pl.DataFrame],
+    limits: AccountLimits,
+    out_dir: Path,
+    base_dir: Path,
+) -> PortfolioResult:
+    """The portfolio as a paper session in lockstep, on the recorded bars over the bus; returns
+    the same result as `run_portfolio_backtest` would."""
+    from feeds.bus import Subscriber, bar_topic
+    from feeds.endpoints import ipc_endpoint
+    from feeds.schema import timeframe_to_ns
+    from stratagem.service.runner import OrderKernelProcess
+    from strategy_kernel.backtest import check_data
+    from strategy_kernel.multidata import DataFeed
+    from strategy_kernel.paper import RecordedFeed, run_portfolio_paper
+    from strategy_kernel.portfolio import check_lineup
+    from strategy_kernel.transport import KernelPort, RemoteKernel
+
+    tf_ns = check_lineup(artifacts)  # refuse bad input before any process starts
+    for a in artifacts:
+        check_data(a, frames[a.instrument.symbol])
+        if a.data:
+            DataFeed(a, frames, tf_ns)
+
+    series: dict[str, tuple[pl.DataFrame, int]] = {}
+    instruments = []
+    for a in artifacts:
+        topic = bar_topic(a.instrument.symbol, a.instrument.timeframe)
+        series[topic] = (frames[a.instrument.symbol], timeframe_to_ns(a.instrument.timeframe))
+        instruments.append(topic)
+    for a in artifacts:
+        for d in (a.data or {}).values():
+            topic = bar_topic(d.symbol, d.timeframe)
+            series.setdefault(topic, (frames[d.symbol], timeframe_to_ns(d.timeframe)))
+    steps = len(set().union(*(frames[a.instrument.symbol]["ts_ns"].to_list() for a in artifacts)))
+    endpoint = ipc_endpoint(out_dir / "md.sock")
+    procs: list[tuple[OrderKernelProcess, list[Artifact]]] = []
+    with contextlib.ExitStack() as stack:
+        for k, (config, members) in enumerate(kernel_groups(artifacts)):
+            proc = OrderKernelProcess(out_dir / f"order-kernel-{k}", config)
+            stack.callback(proc.stop)
+            proc.start()
+            procs.append((proc, members))
+        kernels: dict[str, KernelPort] = {}
+        for proc, members in procs:
+            for a in members:
+                remote = RemoteKernel(proc.endpoint, a.name)
+                stack.callback(remote.close)
+                kernels[a.name] = remote
+        feed = RecordedFeed(endpoint, series, instruments)
+        stack.callback(Path(endpoint.removeprefix("ipc://")).unlink, missing_ok=True)
+        stack.callback(feed.close)
+        sub = stack.enter_context(Subscriber(endpoint, sorted(series), rcvhwm=0))
+        feed.start()
+        res, stop = run_portfolio_paper(
+            artifacts,
+            sub,
+            kernels,
+            account=limits,
+            out_dir=out_dir,
+            base_dir=base_dir,
+            on_step=feed.ack,
+            idle_timeout_ms=60_000,
+        )
+    if feed.error or res is None or stop.reason != "end_of_stream" or stop.bars != steps:
+        raise StratagemError(
+            f"the portfolio paper run stopped early ({stop.reason} after {stop.bars} of {steps} "
+            f"timestamps, feed gaps {stop.feed_gaps}, out of order {stop.out_of_order})"
+            f"{': ' + feed.error if feed.error else ''}; rerun it, or backtest without --paper"
+        )
+    for proc, members in procs:  # the kernels kept the sessions' logs: the runs' order logs
+        for a in members:
+            shutil.move(proc.log_path(a.name), out_dir / a.name / "orders.log")
+        shutil.rmtree(proc.workdir)
+    return res
+
+
 def run_portfolio_cli(
     *,
     artifact_paths: list[Path],
@@ -118,6 +224,7 @@ def run_portfolio_cli(
     out_dir: Path | None,
     as_json: bool,
     plots: bool,
+    paper: bool = False,
 ) -> int:
     artifacts: list[Artifact] = []
     for p in artifact_paths:
@@ -138,14 +245,14 @@ def run_portfolio_cli(
     main_symbol = artifacts[0].instrument.symbol
     loaded = bars_for_symbols(symbols, bars_files, (main_symbol, data_path), start_ns, end_ns)
     final = out_dir or Path("runs") / ("portfolio-" + "-".join(a.name for a in artifacts))
+    frames = {s: df for s, (_, df) in loaded.items()}
     with staged_dir(final) as tmp:
-        res = run_portfolio_backtest(
-            artifacts,
-            {s: df for s, (_, df) in loaded.items()},
-            account=limits,
-            out_dir=tmp,
-            base_dir=artifact_paths[0].parent,
-        )
+        if paper:
+            res = run_portfolio_paper_cli(artifacts, frames, limits, tmp, artifact_paths[0].parent)
+        else:
+            res = run_portfolio_backtest(
+                artifacts, frames, account=limits, out_dir=tmp, base_dir=artifact_paths[0].parent
+            )
         for name, r in res.results.items():
             write_reports(r, tmp / name, png=plots, html=plots)
         with (tmp / "account.csv").open("w", newline="") as fh:
@@ -158,13 +265,16 @@ def run_portfolio_cli(
             "bars": {s: str(p.resolve()) for s, (p, _) in loaded.items()},
             "account": str(account_path) if account_path else None,
         }
+        if paper:
+            data["inputs"]["mode"] = "paper"
         (tmp / "portfolio.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     data["out_dir"] = str(final)
     if as_json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     acc = data["account"]
-    print(f"\nportfolio of {len(artifacts)} strategies, one account")
+    mode = " (paper: lockstep over the market-data bus, order-kernel processes)" if paper else ""
+    print(f"\nportfolio of {len(artifacts)} strategies, one account{mode}")
     print(
         f"  equity {acc['start_equity']:,.2f} -> {acc['end_equity']:,.2f}   "
         f"max drawdown {acc['max_drawdown_pct']:.2f} %   max open positions "

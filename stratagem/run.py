@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from stratagem.staging import staged_dir
 from strategy_kernel.backtest import BacktestResult, run_backtest
 from strategy_kernel.replay import write_run_file
 from strategy_kernel.report import summary, trade_rows, write_reports
-from strategy_kernel.transport import RemoteKernel, order_kernel_process
+from strategy_kernel.transport import KernelPort, RemoteKernel, order_kernel_process
 
 
 def _fmt(x: object) -> str:
@@ -114,6 +115,72 @@ def data_inputs(
     return bars_for_symbols(symbols, bars_files, default, start_ns, end_ns)
 
 
+def paper_on_recorded_bars(
+    artifact: Artifact,
+    graph: SignalGraph,
+    bars: pl.DataFrame,
+    frames: dict[str, pl.DataFrame],
+    *,
+    kernel: KernelPort,
+    out_dir: Path,
+    session_id: str,
+    base_dir: Path | None,
+    record_nodes: tuple[str, ...],
+    progress: Callable[[int], None] | None = None,
+) -> BacktestResult:
+    """Paper mode on recorded bars: the instrument's and the `data:` inputs' bars are published
+    on a market-data bus (`RecordedFeed`, merged by close time) and `run_paper` takes them from
+    there, exactly as it would from a live feed. The strategy log equals the backtest's."""
+    from feeds.bus import Subscriber, bar_topic
+    from feeds.endpoints import ipc_endpoint
+    from feeds.schema import timeframe_to_ns
+    from strategy_kernel.backtest import check_data
+    from strategy_kernel.paper import RecordedFeed, run_paper
+
+    inst = artifact.instrument
+    main = bar_topic(inst.symbol, inst.timeframe)
+    series = {main: (bars, timeframe_to_ns(inst.timeframe))}
+    for spec in (artifact.data or {}).values():
+        topic = bar_topic(spec.symbol, spec.timeframe)
+        series.setdefault(topic, (frames[spec.symbol], timeframe_to_ns(spec.timeframe)))
+    data_gaps = check_data(artifact, bars)  # logged after the header, as the backtest does
+    endpoint = ipc_endpoint(out_dir / "md.sock")
+    feed = RecordedFeed(endpoint, series, [main])
+    try:
+        with Subscriber(endpoint, sorted(series), rcvhwm=0) as sub:
+            feed.start()
+
+            def on_bar(n: int) -> None:
+                feed.ack(n)
+                if progress is not None:
+                    progress(n)
+
+            result, stop = run_paper(
+                artifact,
+                graph,
+                sub,
+                kernel,
+                out_dir=out_dir,
+                session_id=session_id,
+                idle_timeout_ms=60_000,
+                base_dir=base_dir,
+                on_bar=on_bar,
+                record_nodes=record_nodes,
+                data_gaps=data_gaps,
+            )
+    finally:
+        feed.close()
+        Path(endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
+    if feed.error or result is None or stop.reason != "end_of_stream" or stop.bars != bars.height:
+        raise StratagemError(
+            f"the paper run on the recorded bars stopped early ({stop.reason} after {stop.bars} "
+            f"of {bars.height} bars, feed gaps {stop.feed_gaps}, out of order "
+            f"{stop.out_of_order}){': ' + feed.error if feed.error else ''}; rerun it, or "
+            "backtest without --paper"
+        )
+    return result
+
+
 def run_backtest_cli(
     *,
     artifact_path: Path,
@@ -127,25 +194,27 @@ def run_backtest_cli(
     paper: bool = False,
     bars_files: dict[str, Path] | None = None,
 ) -> int:
+    """One artifact: backtest, or with `paper` a paper run with the order kernel in its own
+    process and the bars (instrument and `data:` inputs) over the market-data bus."""
     artifact, lines = load_with_lines(artifact_path)
     graph = check(artifact, str(artifact_path), lines)
     bars = read_bars(data_path, start_ns=start_ns, end_ns=end_ns)
     extra = data_inputs(artifact, bars_files or {}, data_path, start_ns, end_ns)
-    if paper and extra:
-        raise StratagemError(
-            f"{artifact_path}: `data:` inputs are not supported with --paper yet; run without it"
-        )
+    frames = {s: df for s, (_, df) in extra.items()}
+    if paper:  # refuse bad bars before any process starts, with the backtest's own checks
+        from feeds.schema import timeframe_to_ns
+        from strategy_kernel.backtest import check_data
+        from strategy_kernel.multidata import DataFeed
+
+        check_data(artifact, bars)
+        if artifact.data:
+            DataFeed(artifact, frames, timeframe_to_ns(artifact.instrument.timeframe))
     final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}"
     with staged_dir(final_dir) as tmp:  # nothing half-written if the run fails
         from tqdm import tqdm
 
         show = not quiet and not as_json and sys.stderr.isatty()
         with contextlib.ExitStack() as stack:
-            kernel = None
-            if paper:  # the order kernel in its own process, over ZeroMQ, fed the recorded bars
-                endpoint = stack.enter_context(order_kernel_process(artifact, tmp / "order-kernel"))
-                kernel = RemoteKernel(endpoint, "bt")
-                stack.callback(kernel.close)
             progress = stack.enter_context(
                 tqdm(
                     total=bars.height,
@@ -156,17 +225,33 @@ def run_backtest_cli(
                     disable=not show,
                 )
             )
-            result = run_backtest(
-                artifact,
-                graph,
-                bars,
-                out_dir=tmp,
-                progress=lambda i: progress.update(1),
-                base_dir=artifact_path.parent,
-                record_nodes=plotted_nodes(graph),
-                kernel=kernel,
-                data_bars={s: df for s, (_, df) in extra.items()},
-            )
+            if paper:  # the order kernel in its own process, over ZeroMQ
+                endpoint = stack.enter_context(order_kernel_process(artifact, tmp / "order-kernel"))
+                kernel = RemoteKernel(endpoint, "bt")
+                stack.callback(kernel.close)
+                result = paper_on_recorded_bars(
+                    artifact,
+                    graph,
+                    bars,
+                    frames,
+                    kernel=kernel,
+                    out_dir=tmp,
+                    session_id="bt",
+                    base_dir=artifact_path.parent,
+                    record_nodes=plotted_nodes(graph),
+                    progress=lambda i: progress.update(1),
+                )
+            else:
+                result = run_backtest(
+                    artifact,
+                    graph,
+                    bars,
+                    out_dir=tmp,
+                    progress=lambda i: progress.update(1),
+                    base_dir=artifact_path.parent,
+                    record_nodes=plotted_nodes(graph),
+                    data_bars=frames,
+                )
         if paper:  # keep the kernel's own log as the run's order log; drop the process scratch
             adopt_kernel_log(tmp, "bt")
         files = write_reports(result, tmp, png=plots, html=plots)
@@ -187,7 +272,10 @@ def run_backtest_cli(
         print(json.dumps(data, indent=2, sort_keys=True))
     else:
         if paper:
-            print("\npaper: order kernel in its own process over ZeroMQ, fed the recorded bars")
+            print(
+                "\npaper: order kernel in its own process over ZeroMQ, the recorded bars over the "
+                "market-data bus"
+            )
         print_table(result, final_dir, files)
     return 0
 
@@ -210,15 +298,19 @@ def run_paper_cli(
     final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}-paper"
     final_dir.mkdir(parents=True, exist_ok=True)
     topic = bar_topic(artifact.instrument.symbol, artifact.instrument.timeframe)
+    inputs = sorted(  # the `data:` inputs' own topics
+        {bar_topic(d.symbol, d.timeframe) for d in (artifact.data or {}).values()} - {topic}
+    )
     with contextlib.ExitStack() as stack:
         endpoint = kernel_endpoint or stack.enter_context(
             order_kernel_process(artifact, final_dir / "order-kernel")
         )
         kernel = RemoteKernel(endpoint, "paper")
         stack.callback(kernel.close)
-        sub = stack.enter_context(Subscriber(feed, [topic]))
+        sub = stack.enter_context(Subscriber(feed, [topic, *inputs]))
         print(
             f"paper: {artifact.name} v{artifact.version} on {topic} from {feed}; order kernel {endpoint}"
+            + (f"; data inputs {', '.join(inputs)}" if inputs else "")
         )
         result, stop = run_paper(
             artifact,

@@ -19,6 +19,10 @@ Limits come from the account (`AccountLimits`, e.g. `account.toml`) and each art
 which the strategies were attached, so same-bar entries are decided deterministically: an entry
 accepted first counts against every later one on the same bar. Every decision of the portfolio
 (accepted or refused, with the numbers) is a record of its own hash-chained log.
+
+`step_account` is one timestamp of the account; the backtest (`run_portfolio_backtest`) and
+paper mode (`strategy_kernel.paper.run_portfolio_paper`, in lockstep on the bus) both step
+through it, so fed the same bars they decide the same.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -201,6 +206,10 @@ class Portfolio:
     def exposure(self) -> float:
         return sum(self._notional(mb.kernel) for mb in self.members)
 
+    def open_positions(self) -> int:
+        """Strategies holding a position (working entries not counted)."""
+        return sum(1 for mb in self.members if mb.kernel.position != 0)
+
     def busy(self) -> list[_Member]:
         """Strategies with an open position or a working entry."""
         return [mb for mb in self.members if mb.kernel.phase in _BUSY or mb.kernel.position]
@@ -318,6 +327,94 @@ class PortfolioResult:
     portfolio_log_head: str = ""
 
 
+class DueFeed(Protocol):
+    """Data inputs of one strategy: `DataFeed` (backtest) or `LiveDataFeed` (paper)."""
+
+    def due(self, main_ts_ns: int) -> list[tuple[str, BarValues | None, int]]: ...
+
+
+@dataclass
+class Lane:
+    """One strategy of the account in the lockstep: its bar loop and its data inputs."""
+
+    loop: BarLoop
+    feed: DueFeed | None = None
+
+
+def check_lineup(artifacts: Sequence[Artifact]) -> int:
+    """Refuse what cannot share one account clock (no artifacts, a name twice, two timeframes);
+    returns the common timeframe in ns."""
+    if not artifacts:
+        raise PortfolioError("no artifacts given: pass at least one")
+    names = [a.name for a in artifacts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise PortfolioError(
+            f"artifact name(s) {', '.join(dupes)} appear more than once: each strategy needs its "
+            "own name (its logs and orders are keyed by it)"
+        )
+    tfs = sorted({a.instrument.timeframe for a in artifacts})
+    if len(tfs) > 1:
+        raise PortfolioError(
+            f"the artifacts trade different timeframes ({', '.join(tfs)}): a portfolio backtest "
+            "steps one bar clock; resample so they share one"
+        )
+    return timeframe_to_ns(tfs[0])
+
+
+def log_portfolio_run(log: StrategyLog, first_ts_ns: int, portfolio: Portfolio) -> None:
+    """The portfolio log's first record: the strategies in decision order and the limits."""
+    names = [mb.name for mb in portfolio.members]
+    log.append("run", first_ts_ns, strategies=names, limits=_limits_dict(portfolio.limits))
+
+
+def step_account(
+    portfolio: Portfolio,
+    ts_ns: int,
+    stepping: Sequence[tuple[Lane, BarValues, Sequence[int]]],
+    tf_ns: int,
+) -> None:
+    """One timestamp of the account, for the strategies with a bar at `ts_ns` (in the order
+    given; `ticks` = open, high, low, close in ticks and volume in lots): each one's data inputs
+    and bar go to its order kernel first (fills), the portfolio sees the closes, then the
+    strategies decide in that order. Backtest and paper mode both step through here."""
+    for lane, _bar, tk in stepping:
+        loop = lane.loop
+        if lane.feed is not None:  # data inputs closed by this bar's close
+            for name, aux, at in lane.feed.due(ts_ns):
+                loop.sk.on_data(name, aux, at)
+        loop.deliver(
+            [
+                m.MarketBar(
+                    session_id=loop.sk.session_id,
+                    seq=0,
+                    ts_ns=ts_ns,
+                    symbol=loop.inst.symbol,
+                    open=tk[0],
+                    high=tk[1],
+                    low=tk[2],
+                    close=tk[3],
+                    volume=tk[4],
+                    interval_ns=tf_ns,
+                )
+            ]
+        )
+    seen: set[str] = set()
+    for lane, bar, _tk in stepping:
+        symbol = lane.loop.inst.symbol
+        if symbol not in seen:
+            seen.add(symbol)
+            portfolio.on_close(symbol, ts_ns, bar.close)
+    for lane, bar, _tk in stepping:  # decisions in the order the artifacts were given
+        loop = lane.loop
+        sk = loop.sk
+        loop.deliver(sk.on_bar(bar))
+        loop.ts.append(bar.ts_ns)
+        loop.close.append(bar.close)
+        loop.equity.append(sk.equity())
+        loop.position.append(sk.position)
+
+
 def run_portfolio_backtest(
     artifacts: Sequence[Artifact],
     bars_by_symbol: Mapping[str, pl.DataFrame],
@@ -335,33 +432,17 @@ def run_portfolio_backtest(
     timeframe and have distinct names; `bars_by_symbol` maps each `instrument.symbol` to its
     bars. Logs go to `out_dir/<name>/` and `out_dir/portfolio.log.jsonl`.
     """
-    if not artifacts:
-        raise PortfolioError("no artifacts given: pass at least one")
-    names = [a.name for a in artifacts]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise PortfolioError(
-            f"artifact name(s) {', '.join(dupes)} appear more than once: each strategy needs its "
-            "own name (its logs and orders are keyed by it)"
-        )
-    tfs = sorted({a.instrument.timeframe for a in artifacts})
-    if len(tfs) > 1:
-        raise PortfolioError(
-            f"the artifacts trade different timeframes ({', '.join(tfs)}): a portfolio backtest "
-            "steps one bar clock; resample so they share one"
-        )
+    tf_ns = check_lineup(artifacts)
     missing = sorted({a.instrument.symbol for a in artifacts} - set(bars_by_symbol))
     if missing:
         raise PortfolioError(
             f"no bars for {', '.join(missing)}: give bars for every instrument.symbol "
             f"(have {', '.join(sorted(bars_by_symbol)) or 'none'})"
         )
-    tf_ns = timeframe_to_ns(tfs[0])
     graphs = list(graphs) if graphs is not None else [check(a) for a in artifacts]
     plog = StrategyLog(out_dir / "portfolio.log.jsonl" if out_dir else None)
     portfolio = Portfolio(account or AccountLimits(), plog)
-    loops: list[BarLoop] = []
-    feeds: list[DataFeed | None] = []
+    lanes: list[Lane] = []
     olog_list: list[OrderLog] = []
     streams: list[tuple[dict[int, int], npt.NDArray[np.int64], list[tuple[float, ...]]]] = []
     for a, g in zip(artifacts, graphs, strict=True):
@@ -386,8 +467,7 @@ def run_portfolio_backtest(
         log_run_header(sk.log, a, int(bars["ts_ns"][0]), a.name)
         portfolio.attach(a.name, sk)
         loop = BarLoop(sk, ok, a, inst, tf_ns)
-        loops.append(loop)
-        feeds.append(DataFeed(a, bars_by_symbol, tf_ns) if a.data else None)
+        lanes.append(Lane(loop, DataFeed(a, bars_by_symbol, tf_ns) if a.data else None))
         ts = bars["ts_ns"].to_numpy().astype(np.int64)
         cols = [bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume")]
         ticks = np.column_stack(
@@ -399,61 +479,26 @@ def run_portfolio_backtest(
     all_ts = np.unique(
         np.concatenate([bars_by_symbol[a.instrument.symbol]["ts_ns"].to_numpy() for a in artifacts])
     )
-    log_run = {"strategies": names, "limits": _limits_dict(portfolio.limits)}
-    plog.append("run", int(all_ts[0]), **log_run)
+    log_portfolio_run(plog, int(all_ts[0]), portfolio)
     eq_out = np.empty(all_ts.shape[0])
     ex_out = np.empty(all_ts.shape[0])
     open_out = np.empty(all_ts.shape[0], dtype=np.int64)
     try:
         for j, t in enumerate(all_ts.tolist()):
-            todo: list[tuple[BarLoop, BarValues]] = []
-            for loop, feed, (index, ticks, rows) in zip(loops, feeds, streams, strict=True):
+            stepping: list[tuple[Lane, BarValues, Sequence[int]]] = []
+            for lane, (index, ticks, rows) in zip(lanes, streams, strict=True):
                 i = index.get(t)
-                if i is None:
-                    continue
-                if feed is not None:  # data inputs closed by this bar's close
-                    for name, aux, at in feed.due(t):
-                        loop.sk.on_data(name, aux, at)
-                o, h, lo_, c, v = rows[i]
-                bar = BarValues(t, o, h, lo_, c, v)
-                tk = ticks[i].tolist()
-                loop.deliver(
-                    [
-                        m.MarketBar(
-                            session_id=loop.sk.session_id,
-                            seq=0,
-                            ts_ns=t,
-                            symbol=loop.inst.symbol,
-                            open=tk[0],
-                            high=tk[1],
-                            low=tk[2],
-                            close=tk[3],
-                            volume=tk[4],
-                            interval_ns=tf_ns,
-                        )
-                    ]
-                )
-                todo.append((loop, bar))
-            seen: set[str] = set()
-            for loop, bar in todo:
-                if loop.inst.symbol not in seen:
-                    seen.add(loop.inst.symbol)
-                    portfolio.on_close(loop.inst.symbol, t, bar.close)
-            for loop, bar in todo:  # decisions in the order the artifacts were given
-                sk = loop.sk
-                loop.deliver(sk.on_bar(bar))
-                loop.ts.append(bar.ts_ns)
-                loop.close.append(bar.close)
-                loop.equity.append(sk.equity())
-                loop.position.append(sk.position)
+                if i is not None:
+                    stepping.append((lane, BarValues(t, *rows[i]), ticks[i].tolist()))
+            step_account(portfolio, t, stepping, tf_ns)
             eq_out[j] = portfolio.equity()
             ex_out[j] = portfolio.exposure()
-            open_out[j] = sum(1 for loop in loops if loop.sk.position != 0)
-        results = {loop.sk.artifact.name: loop.result() for loop in loops}
+            open_out[j] = portfolio.open_positions()
+        results = {lane.loop.sk.artifact.name: lane.loop.result() for lane in lanes}
     finally:
         plog.close()
-        for loop in loops:
-            loop.sk.log.close()
+        for lane in lanes:
+            lane.loop.sk.log.close()
         for olog in olog_list:
             olog.close()
     return PortfolioResult(

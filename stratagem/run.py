@@ -203,10 +203,11 @@ def run_backtest_cli(
     frames = {s: df for s, (_, df) in extra.items()}
     if paper:  # refuse bad bars before any process starts, with the backtest's own checks
         from feeds.schema import timeframe_to_ns
-        from strategy_kernel.backtest import check_data
+        from strategy_kernel.backtest import check_data, check_length, warmup_of
         from strategy_kernel.multidata import DataFeed
 
         check_data(artifact, bars)
+        check_length(bars.height, warmup_of(artifact, graph, artifact_path.parent))
         if artifact.data:
             DataFeed(artifact, frames, timeframe_to_ns(artifact.instrument.timeframe))
     final_dir = out_dir or Path("runs") / f"{artifact.name}-v{artifact.version}"

@@ -112,6 +112,23 @@ def check_data(artifact: Artifact, bars: pl.DataFrame) -> dict[str, object] | No
     return None
 
 
+def check_length(n: int, warmup: int) -> None:
+    """Refuse a run that cannot trade: fewer bars than the warm-up plus one."""
+    if n < warmup + 1:
+        raise BacktestError(
+            f"{n} bars is not enough: the strategy needs {warmup} warm-up bars plus at least one "
+            "to trade; give more data (--from earlier) or shorten indicator periods"
+        )
+
+
+def warmup_of(artifact: Artifact, graph: SignalGraph, base_dir: Path | None = None) -> int:
+    """Bars the strategy needs before its first trade, as its kernel counts them (DAG, ATR stop,
+    sizing lookback): for refusing a run up front, before any process starts."""
+    tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
+    sk = StrategyKernel(artifact, graph, session_id="warmup", timeframe_ns=tf_ns, base_dir=base_dir)
+    return sk.warmup
+
+
 def instrument_spec(artifact: Artifact) -> InstrumentSpec:
     inst = artifact.instrument
     bt = artifact.backtest
@@ -160,11 +177,7 @@ def run_backtest(
     )
     if items:  # sentiment nodes see each item only from the first bar close at or after it
         sk.dag.on_items(items)
-    if n < sk.warmup + 1:
-        raise BacktestError(
-            f"{n} bars is not enough: the strategy needs {sk.warmup} warm-up bars plus at least one to trade; "
-            "give more data (--from earlier) or shorten indicator periods"
-        )
+    check_length(n, sk.warmup)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     ok: KernelPort

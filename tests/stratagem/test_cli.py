@@ -301,3 +301,13 @@ def test_run_several_artifacts_as_one_paper_service(
     assert out["rsi-reversion"]["metrics"]["total_return_pct"] == pytest.approx(
         bt["total_return_pct"], abs=1e-9
     )
+
+
+def test_paper_run_refuses_too_few_bars_before_starting_a_kernel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sma = str(ROOT / "examples" / "sma-cross.yaml")
+    out = tmp_path / "paper"
+    err = _bad(["run", sma, "--paper", "--to", "2024-01-02", "--out", str(out)], capsys)
+    assert "24 bars is not enough" in err and "warm-up" in err
+    assert not out.exists()  # refused up front: no run directory, no kernel process

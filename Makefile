@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 install: $(STAMP) ## create .venv with the locked dependencies
 
 demo: $(STAMP) ## backtest the bundled example artifact on the bundled sample data
-	$(BIN)/stratagem run examples/rsi-reversion.yaml
+	$(BIN)/stratagem run examples/rsi-reversion.yaml --funding examples/data/btcusdt-funding-synthetic.csv
 
 test: $(STAMP) ## the whole fast test suite (what CI runs)
 	$(BIN)/python -m pytest -n 2 -m "not slow" -q

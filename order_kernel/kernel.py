@@ -1705,7 +1705,7 @@ class OrderKernel:
         end = bar.ts_ns + max(bar.interval_ns, 1)
         i = self._sym_index[sym]
         while nxt < end:
-            rate = self.venue.funding_rate_ppb(sym)
+            rate = self.venue.funding_rate_ppb(sym, nxt)
             pos = int(self.machine.positions[P_QTY, i])
             if pos != 0 and rate != 0:
                 amount = SimVenue.funding_amount(pos, bar.close, rate)

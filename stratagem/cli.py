@@ -72,6 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stratagem.run import run_backtest_cli, run_service_paper_cli
 
     bars_files = parse_bars_options(args.bars)
+    if args.funding and len(args.artifact) > 1:
+        raise StratagemError("--funding applies to one artifact's backtest; give one artifact")
     # several artifacts on one account: a backtest, or with --paper a paper session in lockstep
     if len(args.artifact) > 1 and (args.account or not args.paper):
         return run_portfolio_cli(
@@ -108,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         paper=args.paper,
         bars_files=bars_files,
+        funding_path=Path(args.funding) if args.funding else None,
     )
 
 
@@ -220,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="account limits ([portfolio] max_exposure_pct, max_concurrent_positions, "
         "max_correlation) for several artifacts backtested on one account (with --paper: "
         "paper-traded in lockstep on one account)",
+    )
+    p.add_argument(
+        "--funding",
+        metavar="FILE",
+        help="historical funding rates (CSV/parquet: ts_ns or timestamp, funding_rate, "
+        "interval_ns; `stratagem data fetch funding` writes them) charged to a perp backtest, "
+        "e.g. examples/data/btcusdt-funding-synthetic.csv",
     )
     p.set_defaults(func=cmd_run)
 

@@ -56,7 +56,7 @@ def print_table(result: BacktestResult, out_dir: Path, files: dict[str, Path]) -
         ("profit factor", _fmt(m.profit_factor)),
         ("expectancy / avg R", f"{_fmt(m.expectancy)} / {_fmt(m.avg_r)}"),
         ("exposure %", _fmt(m.exposure_pct)),
-        ("fees paid", _fmt(m.fees_paid)),
+        ("fees / funding paid", f"{_fmt(m.fees_paid)} / {_fmt(m.funding_paid)}"),
         ("risk refusals", str(len(result.refusals))),
     ]
     width = max(len(k) for k, _ in rows)
@@ -193,12 +193,26 @@ def run_backtest_cli(
     quiet: bool,
     paper: bool = False,
     bars_files: dict[str, Path] | None = None,
+    funding_path: Path | None = None,
 ) -> int:
     """One artifact: backtest, or with `paper` a paper run with the order kernel in its own
-    process and the bars (instrument and `data:` inputs) over the market-data bus."""
+    process and the bars (instrument and `data:` inputs) over the market-data bus. A funding
+    file charges historical funding to a perp backtest."""
     artifact, lines = load_with_lines(artifact_path)
     graph = check(artifact, str(artifact_path), lines)
+    if funding_path is not None and paper:
+        raise StratagemError(
+            "--funding applies to backtests: in paper mode the order-kernel process charges "
+            "its configured venue's funding; drop --paper or --funding"
+        )
     bars = read_bars(data_path, start_ns=start_ns, end_ns=end_ns)
+    funding = None
+    if funding_path is not None:
+        from feeds.funding import read_funding
+        from strategy_kernel.backtest import funding_schedule
+
+        funding = read_funding(funding_path)
+        funding_schedule(artifact, bars, funding)  # refuse a spot artifact before running
     extra = data_inputs(artifact, bars_files or {}, data_path, start_ns, end_ns)
     frames = {s: df for s, (_, df) in extra.items()}
     if paper:  # refuse bad bars before any process starts, with the backtest's own checks
@@ -252,6 +266,7 @@ def run_backtest_cli(
                     base_dir=artifact_path.parent,
                     record_nodes=plotted_nodes(graph),
                     data_bars=frames,
+                    funding=funding,
                 )
         if paper:  # keep the kernel's own log as the run's order log; drop the process scratch
             adopt_kernel_log(tmp, "bt")
@@ -265,6 +280,7 @@ def run_backtest_cli(
             start_ns=start_ns,
             end_ns=end_ns,
             extra=extra,
+            funding=(funding_path, funding) if funding_path and funding is not None else None,
         )
     files = {k: final_dir / p.name for k, p in files.items()}
     if as_json:
@@ -278,6 +294,11 @@ def run_backtest_cli(
                 "market-data bus"
             )
         print_table(result, final_dir, files)
+        if artifact.instrument.kind == "perp" and funding is None:
+            print(
+                "\nnote: a perpetual without funding rates was charged no funding; give "
+                "--funding FILE (`stratagem data fetch funding` downloads them)"
+            )
     return 0
 
 

@@ -129,6 +129,57 @@ def warmup_of(artifact: Artifact, graph: SignalGraph, base_dir: Path | None = No
     return sk.warmup
 
 
+@dataclass(frozen=True)
+class FundingSchedule:
+    """Historical funding for the simulated venue, and the run's settlements it does not cover."""
+
+    interval_ns: int
+    ts_ns: list[int]
+    rate_ppb: list[int]
+    settlements: int  # settlement times inside the run's bars
+    missing_ts_ns: list[int]  # of those, the ones with no published rate
+
+    def record(self) -> dict[str, object]:
+        return {
+            "interval_ns": self.interval_ns,
+            "settlements": self.settlements,
+            "missing": len(self.missing_ts_ns),
+            "first_missing_ts_ns": self.missing_ts_ns[:5],
+            "rule": "a settlement without a rate pays the newest earlier one (0 before the first)",
+        }
+
+
+def funding_schedule(
+    artifact: Artifact, bars: pl.DataFrame, funding: pl.DataFrame
+) -> FundingSchedule:
+    """Check funding rows against the artifact and its bars; the venue's schedule in ppb."""
+    from feeds.funding import check_funding, rate_to_ppb
+
+    inst = artifact.instrument
+    if inst.kind != "perp":
+        raise BacktestError(
+            f"funding rates apply to perpetuals, and {inst.symbol} is instrument.kind "
+            f"{inst.kind!r}: drop the funding file or set instrument.kind: perp"
+        )
+    try:
+        check_funding(funding)
+    except Exception as exc:
+        raise BacktestError(f"the funding rates are not usable: {exc}") from None
+    interval = int(funding["interval_ns"][0])
+    ts = [int(t) for t in funding["ts_ns"].to_list()]
+    tf_ns = timeframe_to_ns(inst.timeframe)
+    first, end = int(bars["ts_ns"][0]), int(bars["ts_ns"][-1]) + tf_ns
+    due = range(-(-first // interval) * interval, end, interval)
+    published = set(ts)
+    return FundingSchedule(
+        interval_ns=interval,
+        ts_ns=ts,
+        rate_ppb=[rate_to_ppb(r) for r in funding["funding_rate"].to_list()],
+        settlements=len(due),
+        missing_ts_ns=[t for t in due if t not in published],
+    )
+
+
 def instrument_spec(artifact: Artifact) -> InstrumentSpec:
     inst = artifact.instrument
     bt = artifact.backtest
@@ -158,6 +209,7 @@ def run_backtest(
     items: Sequence[UnstructuredItem] = (),
     kernel: KernelPort | None = None,
     data_bars: Mapping[str, pl.DataFrame] | None = None,
+    funding: pl.DataFrame | None = None,
 ) -> BacktestResult:
     """Run the artifact over `bars` (BAR_SCHEMA). Writes logs into out_dir when given.
 
@@ -165,7 +217,9 @@ def run_backtest(
     artifact version in after the given bar index closes (re-parameterisation without teardown).
     `kernel` replaces the in-process order kernel, e.g. a `RemoteKernel` in its own process over
     ZeroMQ (paper mode); that kernel keeps its own order log. `data_bars` maps the symbols of
-    the artifact's `data:` inputs to their bars (see `strategy_kernel.multidata`).
+    the artifact's `data:` inputs to their bars (see `strategy_kernel.multidata`). `funding`
+    (FUNDING_SCHEMA rows, `feeds.funding.read_funding`) is charged to a perp position by the
+    simulated venue at each settlement; without it a perp backtest pays no funding.
     """
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     n = bars.height
@@ -182,22 +236,34 @@ def run_backtest(
         out_dir.mkdir(parents=True, exist_ok=True)
     ok: KernelPort
     olog: OrderLog | None = None
+    schedule = funding_schedule(artifact, bars, funding) if funding is not None else None
     if kernel is None:
         venue = SimVenue(
-            slippage_ticks=artifact.backtest.slippage_ticks, seed=artifact.backtest.seed
+            slippage_ticks=artifact.backtest.slippage_ticks,
+            seed=artifact.backtest.seed,
+            **({"funding_interval_ns": schedule.interval_ns} if schedule else {}),
         )
+        if schedule is not None:
+            venue.set_funding_schedule(inst.symbol, schedule.ts_ns, schedule.rate_ppb)
         local = OrderKernel(session_id, {inst.symbol: inst}, venue)
         # A backtest can be rerun at will, so its order log is not fsynced record by record.
         olog = OrderLog(out_dir / "orders.log", fsync="never") if out_dir else None
         local.log = olog
         ok = local
     else:
+        if schedule is not None:
+            raise BacktestError(
+                "funding rates with an external order kernel: configure that kernel's venue "
+                "(its process owns the simulated venue), or backtest in-process"
+            )
         ok = kernel
     slog = StrategyLog(out_dir / "strategy.log.jsonl" if out_dir else None)
     sk.log = slog
     log_run_header(slog, artifact, int(bars["ts_ns"][0]), session_id)
     if data_gaps is not None:  # explicit and logged: bars are processed as they come, no filling
         slog.append("data_gaps", int(bars["ts_ns"][0]), **data_gaps)
+    if schedule is not None:  # what the venue will charge, and any settlement without a rate
+        slog.append("funding", int(bars["ts_ns"][0]), **schedule.record())
     try:
         result = _simulate(
             sk, ok, bars, artifact, inst, tf_ns, progress, record_nodes, dict(swaps), feed

@@ -37,6 +37,14 @@ def data_digest(bars: pl.DataFrame) -> str:
     return h.hexdigest()
 
 
+def funding_digest(funding: pl.DataFrame) -> str:
+    """sha256 over the settlement times, rates and interval a run was charged."""
+    h = hashlib.sha256()
+    for col in ("ts_ns", "funding_rate", "interval_ns"):
+        h.update(funding[col].to_numpy().tobytes())
+    return h.hexdigest()
+
+
 def write_run_file(
     out_dir: Path,
     *,
@@ -47,10 +55,12 @@ def write_run_file(
     start_ns: int | None,
     end_ns: int | None,
     extra: dict[str, tuple[Path, pl.DataFrame]] | None = None,
+    funding: tuple[Path, pl.DataFrame] | None = None,
 ) -> None:
     """Record what was run: a copy of the artifact (and its python node files) and the data digest.
 
-    `extra` are the bars of the artifact's `data:` symbols ({symbol: (file, bars)})."""
+    `extra` are the bars of the artifact's `data:` symbols ({symbol: (file, bars)}); `funding`
+    the funding-rate file and its rows."""
     (out_dir / "artifact.yaml").write_bytes(artifact_path.read_bytes())
     for node in artifact.nodes.values():
         if isinstance(node, PythonNode):
@@ -69,6 +79,11 @@ def write_run_file(
         info["data_inputs"] = {
             s: {"data": str(p.resolve()), "data_sha256": data_digest(df)}
             for s, (p, df) in sorted(extra.items())
+        }
+    if funding is not None:
+        info["funding"] = {
+            "data": str(funding[0].resolve()),
+            "data_sha256": funding_digest(funding[1]),
         }
     (out_dir / RUN_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
@@ -155,9 +170,26 @@ def replay(run_dir: Path, data_override: Path | None = None) -> ReplayReport:
                 "mismatch); restore the original file"
             )
         data_bars[symbol] = aux
+    funding = None
+    if "funding" in info:
+        from feeds.funding import read_funding
+
+        rec = info["funding"]
+        funding = read_funding(Path(rec["data"]))
+        if funding_digest(funding) != rec["data_sha256"]:
+            raise ReplayError(
+                f"{rec['data']}: the funding rates differ from the ones the run was charged "
+                "(sha256 mismatch); restore the original file"
+            )
     with tempfile.TemporaryDirectory(prefix="stratagem-replay-") as tmp:
         run_backtest(
-            artifact, graph, bars, out_dir=Path(tmp), base_dir=run_dir, data_bars=data_bars
+            artifact,
+            graph,
+            bars,
+            out_dir=Path(tmp),
+            base_dir=run_dir,
+            data_bars=data_bars,
+            funding=funding,
         )
         counts, div = compare_logs(run_dir, Path(tmp))
     return ReplayReport(run_dir, counts, div)

@@ -35,6 +35,9 @@ The rules (the kernel asks the venue, order by order, in a fixed order within ea
 12. **Funding (perps):** at each multiple of `funding_interval_ns` (UTC epoch), on the bar
     containing it (or the first bar after it), after matching: amount =
     ceil(position x close x rate_ppb / 1e9); longs pay a positive rate, shorts receive it.
+    The rate is the symbol's constant (`funding_rate_ppb`) or, with a schedule
+    (`set_funding_schedule`, historical rates), the rate published for that settlement time:
+    the newest schedule entry at or before it (0 before the first).
 13. **Trailing stops** (STOP orders with `trailing`): after each bar in which the stop did not
     trigger, a sell stop's trigger moves up to high - offset and a buy stop's down to
     low + offset (never back); the new trigger applies from the next bar (the bar's path is
@@ -78,7 +81,8 @@ The rules (the kernel asks the venue, order by order, in a fixed order within ea
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import bisect
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -146,6 +150,7 @@ class SimVenue:
         self.ack_latency_ns = ack_latency_ns  # venue -> strategy, for answers to a request
         self.fill_latency_ns = fill_latency_ns  # venue -> strategy, for reports from matching
         self._funding = funding_rate_ppb
+        self._schedules: dict[str, tuple[list[int], list[int]]] = {}
         self._rng = np.random.Generator(np.random.PCG64(seed))
 
     def rng_state(self) -> str:
@@ -210,10 +215,39 @@ class SimVenue:
 
     # ------------------------------------------------------------ funding
 
-    def funding_rate_ppb(self, symbol: str) -> int:
+    def funding_rate_ppb(self, symbol: str, at_ns: int | None = None) -> int:
+        """The rate charged at settlement time `at_ns` (the constant rate when no schedule)."""
+        schedule = self._schedules.get(symbol)
+        if schedule is not None and at_ns is not None:
+            k = bisect.bisect_right(schedule[0], at_ns)
+            return schedule[1][k - 1] if k else 0
         if isinstance(self._funding, int):
             return self._funding
         return self._funding.get(symbol, 0)
+
+    def set_funding_schedule(
+        self, symbol: str, ts_ns: Sequence[int], rate_ppb: Sequence[int]
+    ) -> None:
+        """Historical funding for one symbol: `rate_ppb[k]` applies to settlements from `ts_ns[k]`
+        until the next entry. Times strictly increasing; |rate| <= 1e9 ppb."""
+        ts, rates = [int(t) for t in ts_ns], [int(r) for r in rate_ppb]
+        if len(ts) != len(rates):
+            raise ConfigError(
+                f"set_funding_schedule({symbol!r}): {len(ts)} times but {len(rates)} rates"
+            )
+        for k in range(1, len(ts)):
+            if ts[k] <= ts[k - 1]:
+                raise ConfigError(
+                    f"set_funding_schedule({symbol!r}): entry {k} (ts {ts[k]}) is not after "
+                    f"entry {k - 1} (ts {ts[k - 1]}); sort the rates and drop duplicates"
+                )
+        bad = next((k for k, r in enumerate(rates) if abs(r) > 1_000_000_000), None)
+        if bad is not None:
+            raise ConfigError(
+                f"set_funding_schedule({symbol!r}): entry {bad} rate {rates[bad]} ppb; "
+                "|rate| must be <= 1e9 ppb (100 %)"
+            )
+        self._schedules[symbol] = (ts, rates)
 
     def set_funding_rate(self, symbol: str, rate_ppb: int) -> None:
         """Update one symbol's funding rate (e.g. from a funding feed) before the next bar."""

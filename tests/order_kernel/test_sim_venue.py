@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ok_helpers import Driver, of
 
 from order_kernel import messages as m
+from order_kernel.errors import ConfigError
 from order_kernel.spec import Liquidity, OrderState, OrderType, Reason, Side, TimeInForce
 from order_kernel.venues.sim import SimVenue
 
@@ -342,3 +344,18 @@ def test_venue_configuration_is_validated() -> None:
     )
     with pytest.raises(ConfigError):
         SimVenue(funding_rate_ppb=5).set_funding_rate("BTC", 1)
+
+
+def test_funding_schedule_rate_per_settlement_and_bad_schedules() -> None:
+    v = SimVenue(funding_rate_ppb={"BTC": 7})
+    assert v.funding_rate_ppb("BTC", 100) == 7  # no schedule: the constant
+    v.set_funding_schedule("BTC", [100, 200, 400], [5, -3, 9])
+    got = [v.funding_rate_ppb("BTC", t) for t in (99, 100, 199, 200, 300, 400, 10**9)]
+    assert got == [0, 5, 5, -3, -3, 9, 9]  # newest entry at or before; 0 before the first
+    assert v.funding_rate_ppb("ETH", 300) == 0
+    with pytest.raises(ConfigError, match=r"entry 1 .* is not after entry 0"):
+        v.set_funding_schedule("BTC", [100, 100], [1, 2])
+    with pytest.raises(ConfigError, match="2 times but 1 rates"):
+        v.set_funding_schedule("BTC", [100, 200], [1])
+    with pytest.raises(ConfigError, match="entry 0 rate"):
+        v.set_funding_schedule("BTC", [100], [2_000_000_000])

@@ -311,3 +311,38 @@ def test_paper_run_refuses_too_few_bars_before_starting_a_kernel(
     err = _bad(["run", sma, "--paper", "--to", "2024-01-02", "--out", str(out)], capsys)
     assert "24 bars is not enough" in err and "warm-up" in err
     assert not out.exists()  # refused up front: no run directory, no kernel process
+
+
+def test_run_with_funding_records_it_and_replays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rsi = str(ROOT / "examples" / "rsi-reversion.yaml")
+    funding = tmp_path / "funding.csv"
+    funding.write_bytes((ROOT / "examples" / "data" / "btcusdt-funding-synthetic.csv").read_bytes())
+    out = tmp_path / "run"
+    common = ["--to", "2024-05-01", "--json", "--no-plots"]
+    assert main(["run", rsi, *common, "--funding", str(funding), "--out", str(out)]) == 0
+    paid = json.loads(capsys.readouterr().out)
+    assert paid["metrics"]["funding_paid"] > 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["funding"]["data"] == str(funding.resolve())
+    log = (out / "strategy.log.jsonl").read_text()
+    assert '"kind":"funding"' in log and '"missing":0' in log
+    assert main(["replay", str(out)]) == 0
+    assert "byte-identical" in capsys.readouterr().out
+    assert main(["run", rsi, *common, "--out", str(tmp_path / "free")]) == 0
+    free = json.loads(capsys.readouterr().out)
+    assert free["metrics"]["funding_paid"] == 0
+    assert free["metrics"]["total_return_pct"] > paid["metrics"]["total_return_pct"]
+    # the rates changed after the run: replay refuses instead of diverging silently
+    lines = funding.read_text().splitlines()
+    lines[5] = lines[5].replace("0.0", "0.1", 1)
+    funding.write_text("\n".join(lines) + "\n")
+    assert "funding rates differ" in _bad(["replay", str(out)], capsys)
+    sma = str(ROOT / "examples" / "sma-cross.yaml")
+    err = _bad(
+        ["run", sma, *common, "--funding", str(funding), "--out", str(tmp_path / "s")], capsys
+    )
+    assert "perpetuals" in err and "spot" in err and not (tmp_path / "s").exists()
+    err = _bad(["run", rsi, "--paper", "--funding", str(funding)], capsys)
+    assert "--funding applies to backtests" in err

@@ -73,6 +73,9 @@ class VenueConfig(
     participation_bps: int | None = None
     funding_interval_ns: int = 8 * NS_PER_HOUR
     funding_rate_ppb: int = 0
+    # historical funding per symbol: [[settlement ts_ns, rate_ppb], ...], newest at or before
+    # a settlement applies (SimVenue.set_funding_schedule); replaces funding_rate_ppb there
+    funding_schedule: dict[str, list[tuple[int, int]]] = {}
     latency_ns: int = 0
     ack_latency_ns: int = 0
     fill_latency_ns: int = 0
@@ -167,7 +170,7 @@ class KernelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
         v = self.venue
         if isinstance(v, CcxtVenueConfig):
             return SimVenue()
-        return SimVenue(
+        venue = SimVenue(
             slippage_ticks=v.slippage_ticks,
             slippage_bps=v.slippage_bps,
             random_slippage_ticks=v.random_slippage_ticks,
@@ -179,6 +182,9 @@ class KernelConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fro
             ack_latency_ns=v.ack_latency_ns,
             fill_latency_ns=v.fill_latency_ns,
         )
+        for symbol, rows in sorted(v.funding_schedule.items()):
+            venue.set_funding_schedule(symbol, [t for t, _ in rows], [r for _, r in rows])
+        return venue
 
     def risk(self) -> RiskLimits | None:
         if self.risk_limits is None:

@@ -127,6 +127,7 @@ def paper_on_recorded_bars(
     base_dir: Path | None,
     record_nodes: tuple[str, ...],
     progress: Callable[[int], None] | None = None,
+    funding: dict[str, object] | None = None,
 ) -> BacktestResult:
     """Paper mode on recorded bars: the instrument's and the `data:` inputs' bars are published
     on a market-data bus (`RecordedFeed`, merged by close time) and `run_paper` takes them from
@@ -167,6 +168,7 @@ def paper_on_recorded_bars(
                 on_bar=on_bar,
                 record_nodes=record_nodes,
                 data_gaps=data_gaps,
+                funding=funding,
             )
     finally:
         feed.close()
@@ -197,22 +199,17 @@ def run_backtest_cli(
 ) -> int:
     """One artifact: backtest, or with `paper` a paper run with the order kernel in its own
     process and the bars (instrument and `data:` inputs) over the market-data bus. A funding
-    file charges historical funding to a perp backtest."""
+    file charges historical funding to a perp (in paper mode the kernel process is given it)."""
     artifact, lines = load_with_lines(artifact_path)
     graph = check(artifact, str(artifact_path), lines)
-    if funding_path is not None and paper:
-        raise StratagemError(
-            "--funding applies to backtests: in paper mode the order-kernel process charges "
-            "its configured venue's funding; drop --paper or --funding"
-        )
     bars = read_bars(data_path, start_ns=start_ns, end_ns=end_ns)
-    funding = None
+    funding = schedule = None
     if funding_path is not None:
         from feeds.funding import read_funding
         from strategy_kernel.backtest import funding_schedule
 
         funding = read_funding(funding_path)
-        funding_schedule(artifact, bars, funding)  # refuse a spot artifact before running
+        schedule = funding_schedule(artifact, bars, funding)  # refuses a spot artifact
     extra = data_inputs(artifact, bars_files or {}, data_path, start_ns, end_ns)
     frames = {s: df for s, (_, df) in extra.items()}
     if paper:  # refuse bad bars before any process starts, with the backtest's own checks
@@ -241,7 +238,9 @@ def run_backtest_cli(
                 )
             )
             if paper:  # the order kernel in its own process, over ZeroMQ
-                endpoint = stack.enter_context(order_kernel_process(artifact, tmp / "order-kernel"))
+                endpoint = stack.enter_context(
+                    order_kernel_process(artifact, tmp / "order-kernel", funding=schedule)
+                )
                 kernel = RemoteKernel(endpoint, "bt")
                 stack.callback(kernel.close)
                 result = paper_on_recorded_bars(
@@ -255,6 +254,7 @@ def run_backtest_cli(
                     base_dir=artifact_path.parent,
                     record_nodes=plotted_nodes(graph),
                     progress=lambda i: progress.update(1),
+                    funding=schedule.record() if schedule else None,
                 )
             else:
                 result = run_backtest(

@@ -398,12 +398,14 @@ def run_paper(
     data_wait_ms: int = DATA_WAIT_MS,
     data_gaps: dict[str, object] | None = None,
     clock: Callable[[], int] = _monotonic_ns,
+    funding: dict[str, object] | None = None,
 ) -> tuple[BacktestResult | None, PaperStop]:
     """Run until the feed ends; returns the run's result (None if no bar came) and why it stopped.
 
     The `subscriber` must receive the instrument's topic and those of the `data:` inputs
     (`LiveDataFeed.topics`). `data_gaps` (from `backtest.check_data` on bars known in advance,
-    e.g. a recorded file being replayed) is logged after the header, as the backtest does.
+    e.g. a recorded file being replayed) is logged after the header, as the backtest does;
+    so is `funding` (`FundingSchedule.record()` of the rates the kernel process was given).
     `clock` (monotonic ns) measures the wait budget; it never reaches a log.
     """
     inst = artifact.instrument
@@ -446,6 +448,8 @@ def run_paper(
                 log_run_header(sk.log, artifact, ts, session_id)
                 if data_gaps is not None:
                     sk.log.append("data_gaps", ts, **data_gaps)
+                if funding is not None:  # the kernel process was given these rates
+                    sk.log.append("funding", ts, **funding)
             if feed is not None:
                 for kind, fields in inbox.notes[0]:
                     sk.log.append(kind, ts, **fields)

@@ -8,6 +8,7 @@ idempotency by client order id and seq makes that safe), a bounded number of tim
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,13 +17,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from artifacts.schema import Artifact
 from feeds.endpoints import ipc_endpoint
 from order_kernel import messages as m
 from order_kernel.client import ClientTimeoutError, OrderKernelClient
 from strategy_kernel.errors import StrategyError
+
+if TYPE_CHECKING:  # backtest imports this module
+    from strategy_kernel.backtest import FundingSchedule
 
 
 class TransportError(StrategyError):
@@ -74,7 +78,7 @@ heartbeat_interval_ms = 500
 kind = "sim"
 slippage_ticks = {slippage}
 seed = {seed}
-
+{venue_extra}
 [[instruments]]
 symbol = "{symbol}"
 price_increment = "{price_inc}"
@@ -85,10 +89,21 @@ kind = "{kind}"
 """
 
 
-def kernel_config(artifact: Artifact) -> str:
-    """kernel.toml for a paper order kernel that simulates exactly what the backtest simulates."""
+def kernel_config(artifact: Artifact, funding: FundingSchedule | None = None) -> str:
+    """kernel.toml for a paper order kernel that simulates exactly what the backtest simulates
+    (with `funding`, the same historical rates at the same settlements)."""
     inst, bt = artifact.instrument, artifact.backtest
+    venue_extra = ""
+    if funding is not None:
+        rows = ", ".join(
+            f"[{t}, {r}]" for t, r in zip(funding.ts_ns, funding.rate_ppb, strict=True)
+        )
+        venue_extra = (
+            f"funding_interval_ns = {funding.interval_ns}\n"
+            f"funding_schedule = {{ {json.dumps(inst.symbol)} = [{rows}] }}\n"
+        )
     return KERNEL_TOML.format(
+        venue_extra=venue_extra,
         slippage=bt.slippage_ticks,
         seed=bt.seed,
         symbol=inst.symbol,
@@ -102,12 +117,16 @@ def kernel_config(artifact: Artifact) -> str:
 
 @contextmanager
 def order_kernel_process(
-    artifact: Artifact, workdir: Path, *, ready_timeout_s: float = 60.0
+    artifact: Artifact,
+    workdir: Path,
+    *,
+    ready_timeout_s: float = 60.0,
+    funding: FundingSchedule | None = None,
 ) -> Iterator[str]:
     """Start `stratagem order-kernel` for this artifact in `workdir`; yield its endpoint; stop it cleanly."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "kernel.toml"
-    config.write_text(kernel_config(artifact))
+    config.write_text(kernel_config(artifact, funding))
     endpoint = ipc_endpoint(workdir / "ok.sock")
     err_path = workdir / "order-kernel.stderr"
     root = Path(__file__).resolve().parents[1]

@@ -344,5 +344,23 @@ def test_run_with_funding_records_it_and_replays(
         ["run", sma, *common, "--funding", str(funding), "--out", str(tmp_path / "s")], capsys
     )
     assert "perpetuals" in err and "spot" in err and not (tmp_path / "s").exists()
-    err = _bad(["run", rsi, "--paper", "--funding", str(funding)], capsys)
-    assert "--funding applies to backtests" in err
+
+
+def test_paper_run_with_funding_writes_the_backtests_logs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The order-kernel process is given the same rates: same strategy log, and the replay (an
+    in-process backtest) reproduces the paper run's logs byte for byte."""
+    rsi = str(ROOT / "examples" / "rsi-reversion.yaml")
+    funding = str(ROOT / "examples" / "data" / "btcusdt-funding-synthetic.csv")
+    common = ["--to", "2024-03-01", "--json", "--no-plots", "--funding", funding]
+    assert main(["run", rsi, *common, "--out", str(tmp_path / "bt")]) == 0
+    assert main(["run", rsi, *common, "--paper", "--out", str(tmp_path / "paper")]) == 0
+    capsys.readouterr()
+    bt = (tmp_path / "bt" / "strategy.log.jsonl").read_bytes()
+    assert bt == (tmp_path / "paper" / "strategy.log.jsonl").read_bytes()
+    assert b'"kind":"funding"' in bt
+    assert main(["replay", str(tmp_path / "paper")]) == 0
+    assert "byte-identical" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "bt" / "metrics.json").read_text())["metrics"]
+    assert metrics["funding_paid"] > 0

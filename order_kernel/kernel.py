@@ -117,6 +117,7 @@ class _Order:
     held: bool = False  # a STOP/STOP_LIMIT kept in the kernel; its trigger sends `<id>.trig`
     bracket_parent: str | None = None  # set on a bracket child: its entry order's id
     expiring: bool = False  # the cancel in flight enforces a GTD deadline (ends EXPIRED)
+    venue_gen: int = 0  # live: times the exchange replaced the order on an amend (`live.py`)
 
 
 class VenueOrderIds(dict[str, str]):
@@ -126,12 +127,18 @@ class VenueOrderIds(dict[str, str]):
     snapshot reports them as the kernel holds them, so reconciliation sees them working."""
 
     held: dict[str, tuple[str, int, int, int]]
+    #: orders the exchange replaced on an amend: client_order_id -> generation (`live.py`)
+    amended: dict[str, int]
 
     def __init__(
-        self, ids: Mapping[str, str], held: Mapping[str, tuple[str, int, int, int]]
+        self,
+        ids: Mapping[str, str],
+        held: Mapping[str, tuple[str, int, int, int]],
+        amended: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(ids)
         self.held = dict(held)
+        self.amended = dict(amended or {})
 
 
 @dataclass(slots=True)
@@ -186,9 +193,9 @@ class OrderKernel:
         heartbeat_timeout_ns: int | None = None,
         live: bool = False,
     ) -> None:
-        """`live`: orders go to a real exchange (`live.LiveRoute`): new orders and cancels wait
-        in `outbox` for the route, the venue's answers come back through `live.apply_report`,
-        and bars match nothing here (the exchange matches). STOP / STOP_LIMIT (and trailing)
+        """`live`: orders go to a real exchange (`live.LiveRoute`): new orders, amends and
+        cancels wait in `outbox` for the route, the venue's answers come back through
+        `live.apply_report`, and bars match nothing here (the exchange matches). STOP / STOP_LIMIT (and trailing)
         orders are held here instead: bars trigger them by the SimVenue rules and a triggered
         one sends `<id>.trig` (MARKET, or LIMIT for a STOP_LIMIT) through the outbox; GTD
         deadlines are enforced by the session clock (resting orders by a routed cancel)."""
@@ -882,13 +889,12 @@ class OrderKernel:
         o = self._lookup(cmd)
         if o is None:
             return
-        if self.live and not (o.held and self._state(o) is S.SUBMITTED):
+        if self.live and o.held and self._state(o) is not S.SUBMITTED:
             self._deny_cmd(
                 cmd,
                 Reason.INVALID_TRANSITION,
-                f"{o.cmd.client_order_id!r}: amends are not routed to a live venue (CcxtVenue "
-                "has no amend; only untriggered kernel-held stops can be amended); cancel the "
-                "order and submit a new one",
+                f"{o.cmd.client_order_id!r} is a triggered kernel-held stop; amend its "
+                f"{self.trigger_id(o.cmd.client_order_id)!r} order at the exchange instead",
             )
             return
         if o.cmd.schedule is not None:
@@ -944,6 +950,9 @@ class OrderKernel:
             self._deny_cmd(cmd, r, f"order {o.cmd.client_order_id!r} is {self._state(o).name}")
             return
         cid = o.cmd.client_order_id
+        if self.live and not o.held:  # the exchange answers through live.py (edit or reject)
+            self.outbox.append(("amend", cid))
+            return
         close = self._last_close.get(o.cmd.symbol)
         if (
             o.cmd.post_only
@@ -1808,6 +1817,7 @@ class OrderKernel:
                 for cid, o in self._open.items()
                 if o.held
             },
+            {cid: o.venue_gen for cid, o in self._open.items() if o.venue_gen},
         )
 
     def state_digest(self) -> bytes:
@@ -1817,7 +1827,16 @@ class OrderKernel:
             self.machine.positions.tobytes(),
             self.machine.counters.tobytes(),
             [
-                (cid, o.final_state, o.slot, o.n_fills, o.sched_placed, o.priority, o.clip_left)
+                (
+                    cid,
+                    o.final_state,
+                    o.slot,
+                    o.n_fills,
+                    o.sched_placed,
+                    o.priority,
+                    o.clip_left,
+                    o.venue_gen,
+                )
                 for cid, o in self._orders.items()
             ],
             list(self._open),

@@ -25,6 +25,26 @@ Every venue answer that changes state is written to the session's log as one inb
 (`kernel.now_ns`, its last input); the loop's injected clock only decides when to poll and when
 a request's receive window has passed. No wall clock, no credential reaches a log.
 
+Amends (`AmendOrder`) of an order at the exchange go through the table like the SimVenue's:
+AMEND -> PENDING_AMEND, queued as ("amend", id); `LiveRoute` first queries the order (fills
+that happened meanwhile are applied; a fill past the new quantity, or the order finishing,
+makes the amend lose), then edits it with `CcxtVenue.amend` (ccxt `edit_order`):
+
+- edited -> AMEND_ACK (`AmendAccepted`), then any fills the answer shows;
+- refused, or the order finished before the edit arrived -> AMEND_REJECT (`AmendRejected`
+  with the venue's reason), then what became of the order;
+- ambiguous -> nothing: the order stays PENDING_AMEND until `poll` settles the edit with
+  `CcxtVenue.resolve_amend` (a query by client id; never a blind second edit);
+- an exchange without `editOrder` -> `AmendRejected` naming the venue and the fix (cancel the
+  order and submit a new one); nothing is sent.
+
+Venues that cancel-replace on edit (Binance spot) give the replacement a new exchange order id
+and its own fills. The replacement gets its own client id, `venue_order_name(session, id,
+generation)` (`<session>:<id>.a<n>` after the n-th such amend, `_Order.venue_gen` counts them),
+so the kernel's `client_order_id` keeps mapping to the live order, and the fills of the replaced
+orders (re-queried, never cached in the log) are added to the replacement's: the kernel always
+sees one order with cumulative fills. The replacement is sent for the lots still to trade.
+
 Stops are kernel-held (synthetic): the exchange route takes MARKET and LIMIT only, so STOP,
 STOP_LIMIT and trailing orders (bracket stop legs included) are accepted by the kernel, evaluated
 on the strategy's bars, and when triggered send `<id>.trig` (MARKET, or LIMIT for a STOP_LIMIT)
@@ -50,7 +70,8 @@ from order_kernel import credentials as creds
 from order_kernel import messages as m
 from order_kernel.config import CcxtVenueConfig, KernelConfig
 from order_kernel.errors import ConfigError, OrderKernelError, RecoveryError
-from order_kernel.kernel import LIVE_RECORD_PREFIX, OrderKernel, VenueOrderIds
+from order_kernel.kernel import LIVE_RECORD_PREFIX, OrderKernel, VenueOrderIds, _Order
+from order_kernel.machine import F_AMEND_PRICE, F_AMEND_QTY, F_FILLED, F_PRICE, F_QTY, F_TRIGGER
 from order_kernel.reconcile import (
     VENUE_WORKING,
     VenueOrder,
@@ -60,6 +81,7 @@ from order_kernel.reconcile import (
 )
 from order_kernel.spec import OrderEvent, OrderState, OrderType, Reason, TimeInForce
 from order_kernel.venues.ccxt_venue import (
+    AmendRequest,
     CcxtVenue,
     Outcome,
     VenueAdapterError,
@@ -79,14 +101,17 @@ class LiveVenueError(OrderKernelError):
 
 class VenueReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One venue answer about one order, as logged and replayed. `action`: what was asked
-    (submit / cancel) or `poll` (a status query)."""
+    (submit / cancel / amend) or `poll` (a status query). `order` carries the fills of the
+    whole order (replaced generations included); `venue_gen`: the generation an accepted
+    cancel-replace amend created (None: the venue's order keeps its id)."""
 
-    action: Literal["submit", "cancel", "poll"]
+    action: Literal["submit", "cancel", "amend", "poll"]
     client_order_id: str
     outcome: Outcome
     order: VenueOrder | None = None
     reason: Reason = Reason.OK
     detail: str = ""
+    venue_gen: int | None = None
 
 
 _enc: Final = msgspec.msgpack.Encoder()
@@ -99,9 +124,17 @@ def _clean(text: str) -> str:
     return _SECRETISH.sub(r"\1<redacted>", text)[:500]
 
 
-def session_client_id(session_id: str, client_order_id: str) -> str:
-    """The client order id a session's order has at the shared exchange account."""
-    return venue_client_id(f"{session_id}:{client_order_id}")
+def session_client_id(session_id: str, client_order_id: str, gen: int = 0) -> str:
+    """The client order id a session's order has at the shared exchange account (`gen`: the
+    replacement created by the gen-th cancel-replace amend)."""
+    return venue_client_id(venue_order_name(session_id, client_order_id, gen))
+
+
+def venue_order_name(session_id: str, client_order_id: str, gen: int = 0) -> str:
+    """The name `CcxtVenue` gets for generation `gen` of a session's order (it maps it with
+    `venue_client_id`)."""
+    base = f"{session_id}:{client_order_id}"
+    return base if gen == 0 else f"{base}.a{gen}"
 
 
 # ---------------------------------------------------------------- applying venue answers
@@ -123,6 +156,12 @@ def _changes(kernel: OrderKernel, rep: VenueReport) -> bool:
     if o is None or o.final_state is not None:
         return False
     st, qty, filled, cost, _ = order_totals(kernel, o)
+    if rep.action == "amend" and st is S.PENDING_AMEND:
+        return rep.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
+    if rep.action == "amend":  # the amend was settled already: only the order's news count
+        rep = msgspec.structs.replace(rep, action="poll", outcome=Outcome.ACCEPTED)
+        if rep.order is None:
+            return False
     if rep.outcome is Outcome.REJECTED:
         return (rep.action != "cancel" and st is S.PENDING) or (
             rep.action == "cancel" and st is S.PENDING_CANCEL
@@ -141,10 +180,48 @@ def _changes(kernel: OrderKernel, rep: VenueReport) -> bool:
     )
 
 
+def _apply_amend(kernel: OrderKernel, o: _Order, rep: VenueReport) -> None:
+    """The venue's answer to an edit: AMEND_ACK or AMEND_REJECT through the table."""
+    cid = o.cmd.client_order_id
+    a = kernel.machine.orders
+    if rep.outcome is Outcome.ACCEPTED and int(a[F_AMEND_QTY, o.slot]) > int(a[F_FILLED, o.slot]):
+        kernel._must(o, E.AMEND_ACK)
+        if rep.venue_gen is not None:
+            o.venue_gen = rep.venue_gen
+        kernel._emit(
+            m.AmendAccepted,
+            client_order_id=cid,
+            qty=int(a[F_QTY, o.slot]),
+            price=int(a[F_PRICE, o.slot]) or None,
+            trigger_price=int(a[F_TRIGGER, o.slot]) or None,
+        )
+        return
+    reason, detail = rep.reason, rep.detail
+    if rep.outcome is Outcome.ACCEPTED:  # cannot happen with the pre-edit query; kept honest
+        reason = Reason.INVALID_QTY
+        detail = "fills reached the new quantity before the edit was applied"
+    kernel._must(o, E.AMEND_REJECT)
+    kernel._emit(
+        m.AmendRejected,
+        client_order_id=cid,
+        reason=reason if reason is not Reason.OK else Reason.VENUE_REJECTED,
+        detail=detail,
+    )
+
+
 def _apply(kernel: OrderKernel, rep: VenueReport) -> None:
     o = kernel._orders[rep.client_order_id]
     cid = o.cmd.client_order_id
     st, qty, filled, cost, fees = order_totals(kernel, o)
+    if rep.action == "amend":
+        if st is S.PENDING_AMEND:
+            _apply_amend(kernel, o, rep)
+            if o.final_state is not None or rep.order is None:
+                return
+            st, qty, filled, cost, fees = order_totals(kernel, o)
+        rep = msgspec.structs.replace(rep, outcome=Outcome.ACCEPTED)
+        if rep.order is None:
+            return
     if rep.outcome in (Outcome.REJECTED, Outcome.NOT_FOUND):
         if rep.action == "cancel" or st is S.PENDING_CANCEL:
             reason = rep.reason if rep.outcome is Outcome.REJECTED else Reason.UNKNOWN_ORDER
@@ -160,7 +237,7 @@ def _apply(kernel: OrderKernel, rep: VenueReport) -> None:
         return
     vo = rep.order
     assert vo is not None
-    if vo.status is VenueOrderStatus.REJECTED:
+    if vo.status is VenueOrderStatus.REJECTED and rep.action != "amend":
         kernel._must(o, E.REJECT)
         o.response.append(
             kernel._emit(
@@ -237,6 +314,35 @@ def replay_report(kernel: OrderKernel, raw: bytes) -> list[m.Event]:
 # ---------------------------------------------------------------- the route
 
 
+Carry = tuple[int, int, int | None]  # (filled lots, fill cost, fees or None) of replaced orders
+_NO_CARRY: Final[Carry] = (0, 0, 0)
+
+
+def with_carry(vo: VenueOrder, carry: Carry) -> VenueOrder:
+    """The venue order with the fills of the orders it replaced added: the whole order."""
+    filled, cost, fees = carry
+    if carry == _NO_CARRY:
+        return vo
+    total_fees = None if fees is None or vo.fees is None else vo.fees + fees
+    return msgspec.structs.replace(
+        vo, filled_qty=vo.filled_qty + filled, fill_cost=vo.fill_cost + cost, fees=total_fees
+    )
+
+
+def replaced_fills(venue: CcxtVenue, session_id: str, cid: str, symbol: str, gen: int) -> Carry:
+    """Fills of generations 0..gen-1 of an order (finished at the venue: safe to cache)."""
+    filled = cost = 0
+    fees: int | None = 0
+    for g in range(gen):
+        vo = venue.query(venue_order_name(session_id, cid, g), symbol)
+        if vo is None:
+            continue
+        filled += vo.filled_qty
+        cost += vo.fill_cost
+        fees = None if fees is None or vo.fees is None else fees + vo.fees
+    return filled, cost, fees
+
+
 class SessionVenue:
     """One session's view of the shared account, as the server's `snapshot_source`: ids are
     mapped to the session's venue ids and back; other sessions' orders are left out."""
@@ -247,23 +353,42 @@ class SessionVenue:
 
     def snapshot(self, ts_ns: int, client_order_ids: Mapping[str, str]) -> VenueSnapshot:
         """The venue's open orders of this session plus the given ones (they may have
-        finished), under the session's own client order ids."""
-        prefix = f"{self.session_id}:"
-        mapped = {prefix + cid: sym for cid, sym in client_order_ids.items()}
+        finished), under the session's own client order ids; an amended order is its live
+        generation plus the fills of the ones it replaced."""
+        sid = self.session_id
+        prefix = f"{sid}:"
+        gens = client_order_ids.amended if isinstance(client_order_ids, VenueOrderIds) else {}
+        names = {venue_order_name(sid, cid, gens.get(cid, 0)): cid for cid in client_order_ids}
+        mapped = {name: client_order_ids[cid] for name, cid in names.items()}
         try:
             snap = self.venue.snapshot(ts_ns, mapped)
+            by_name = {vo.client_order_id: vo for vo in snap.orders}
+            orders: list[VenueOrder] = []
+            for name, vo in by_name.items():
+                if not name.startswith(prefix):
+                    continue  # another session's (or a hashed foreign) order
+                cid = names.get(name)
+                if cid is None:
+                    if any(  # a replacement generation of one of ours: shown as that order
+                        venue_order_name(sid, c, gens.get(c, 0) + 1) == name for c in names.values()
+                    ):
+                        continue
+                    orders.append(msgspec.structs.replace(vo, client_order_id=name[len(prefix) :]))
+                    continue
+                gen = gens.get(cid, 0)
+                nxt = by_name.get(venue_order_name(sid, cid, gen + 1))
+                if vo.status is VenueOrderStatus.CANCELLED and nxt is not None:
+                    # an edit the log did not record replaced it: report the replacement
+                    # (working), the poll settles the amend by client id
+                    gen, vo = gen + 1, nxt
+                carry = replaced_fills(self.venue, sid, cid, vo.symbol, gen) if gen else _NO_CARRY
+                orders.append(msgspec.structs.replace(with_carry(vo, carry), client_order_id=cid))
         except ccxt.BaseError as exc:
             raise LiveVenueError(
-                f"session {self.session_id!r}: the start-up snapshot from the exchange failed "
+                f"session {sid!r}: the start-up snapshot from the exchange failed "
                 f"({_clean(f'{type(exc).__name__}: {exc}')}); check connectivity and "
                 "credentials, then start again (reconciliation must run before trading)"
             ) from exc
-        orders: list[VenueOrder] = []
-        for vo in snap.orders:
-            if not vo.client_order_id.startswith(prefix):
-                continue  # another session's (or a hashed foreign) order
-            cid = vo.client_order_id[len(prefix) :]
-            orders.append(msgspec.structs.replace(vo, client_order_id=cid))
         # kernel-held stops have no exchange order: the kernel is their venue, so they are
         # reported as it holds them (a triggered stop's `.trig` order is queried above)
         held = client_order_ids.held if isinstance(client_order_ids, VenueOrderIds) else {}
@@ -293,21 +418,39 @@ class LiveRoute:
         self.venue = venue
         self.poll_interval_ns = poll_interval_ns
         self._unsent: dict[str, list[tuple[str, str]]] = {}  # sid -> requests to send again
+        # (sid, cid, gen) -> fills of the generations an amended order replaced (finished)
+        self._carry: dict[tuple[str, str, int], Carry] = {}
         #: venue failures a poll skipped (scrubbed text); the server reports and clears them
         self.problems: list[str] = []
 
     def session(self, session_id: str) -> SessionVenue:
         return SessionVenue(self.venue, session_id)
 
-    def _vid(self, sid: str, cid: str) -> str:
-        return f"{sid}:{cid}"
+    def _vid(self, sid: str, kernel: OrderKernel, cid: str) -> str:
+        return venue_order_name(sid, cid, kernel._orders[cid].venue_gen)
+
+    def _carry_of(self, sid: str, o: _Order) -> Carry:
+        gen = o.venue_gen
+        if gen == 0:
+            return _NO_CARRY
+        key = (sid, o.cmd.client_order_id, gen)
+        if key not in self._carry:
+            self._carry[key] = replaced_fills(
+                self.venue, sid, o.cmd.client_order_id, o.cmd.symbol, gen
+            )
+        return self._carry[key]
 
     def _result(
-        self, action: Literal["submit", "cancel", "poll"], cid: str, res: VenueResult
+        self,
+        action: Literal["submit", "cancel", "amend", "poll"],
+        cid: str,
+        res: VenueResult,
+        carry: Carry = _NO_CARRY,
+        venue_gen: int | None = None,
     ) -> VenueReport:
         order = res.order
         if order is not None:
-            order = msgspec.structs.replace(order, client_order_id=cid)
+            order = msgspec.structs.replace(with_carry(order, carry), client_order_id=cid)
         return VenueReport(
             action=action,
             client_order_id=cid,
@@ -315,19 +458,22 @@ class LiveRoute:
             order=order,
             reason=res.reason,
             detail=_clean(res.detail),
+            venue_gen=venue_gen,
         )
 
     def _send(self, sid: str, kernel: OrderKernel, action: str, cid: str) -> VenueReport | None:
         """One request; None when it could not be sent at all (retried at the next poll)."""
         o = kernel._orders[cid]
-        vid = self._vid(sid, cid)
+        vid = self._vid(sid, kernel, cid)
         try:
             if action == "submit":
                 cmd = msgspec.structs.replace(o.cmd, client_order_id=vid)
                 if cmd.tif is TimeInForce.GTD:  # the kernel enforces the deadline (a cancel)
                     cmd = msgspec.structs.replace(cmd, tif=TimeInForce.GTC, expire_ts_ns=None)
                 return self._result("submit", cid, self.venue.submit(cmd))
-            return self._result("cancel", cid, self.venue.cancel(vid, o.cmd.symbol))
+            return self._result(
+                "cancel", cid, self.venue.cancel(vid, o.cmd.symbol), self._carry_of(sid, o)
+            )
         except VenueAdapterError as exc:  # e.g. a STOP order: the adapter sends MARKET/LIMIT only
             return VenueReport(
                 action="submit" if action == "submit" else "cancel",
@@ -348,27 +494,156 @@ class LiveRoute:
                 detail=_clean(f"{type(exc).__name__}: {exc}"),
             )
 
+    # ------------------------------------------------------------ amends
+
+    def _amend_request(self, sid: str, kernel: OrderKernel, o: _Order) -> AmendRequest:
+        """The edit that brings the venue's order to the kernel's pending amend."""
+        a = kernel.machine.orders
+        cid = o.cmd.client_order_id
+        target = int(a[F_AMEND_QTY, o.slot])
+        filled = int(a[F_FILLED, o.slot])
+        vid = venue_order_name(sid, cid, o.venue_gen)
+        replaces = self.venue.edit_replaces
+        return AmendRequest(
+            client_order_id=vid,
+            new_client_order_id=venue_order_name(sid, cid, o.venue_gen + 1) if replaces else vid,
+            venue_order_id=o.venue_order_id,
+            symbol=o.cmd.symbol,
+            side=o.cmd.side,
+            order_type=o.cmd.order_type,
+            tif=TimeInForce.GTC if o.cmd.tif is TimeInForce.GTD else o.cmd.tif,
+            qty=target - filled if replaces else target,
+            price=int(a[F_AMEND_PRICE, o.slot]) or None,
+        )
+
+    def _amend_answer(
+        self, sid: str, kernel: OrderKernel, o: _Order, req: AmendRequest, res: VenueResult
+    ) -> list[m.Event]:
+        """Apply the venue's answer to an edit (nothing while its outcome is unknown)."""
+        cid = o.cmd.client_order_id
+        if res.outcome is Outcome.IN_FLIGHT:
+            return []
+        carry = self._carry_of(sid, o)
+        gen: int | None = None
+        if res.outcome is Outcome.ACCEPTED and req.new_client_order_id != req.client_order_id:
+            gen = o.venue_gen + 1
+            try:  # the replaced order is finished: its fills join the carry for good
+                old = self.venue.query(req.client_order_id, o.cmd.symbol)
+            except ccxt.BaseError:  # unknown for now: ack only, the next poll adds the fills
+                return apply_report(
+                    kernel,
+                    VenueReport(
+                        action="amend", client_order_id=cid, outcome=res.outcome, venue_gen=gen
+                    ),
+                )
+            if old is not None:
+                filled, cost, fees = carry
+                fee = None if fees is None or old.fees is None else fees + old.fees
+                carry = (filled + old.filled_qty, cost + old.fill_cost, fee)
+            self._carry[(sid, cid, gen)] = carry
+        return apply_report(kernel, self._result("amend", cid, res, carry, gen))
+
+    def _amend(self, sid: str, kernel: OrderKernel, cid: str, *, probe: bool) -> list[m.Event]:
+        """Route the kernel's pending amend of `cid`. `probe`: it may have been sent already
+        (restart, lost answer): settle it by client id before any edit is sent."""
+        o = kernel._orders[cid]
+        if o.final_state is not None or kernel._state(o) is not S.PENDING_AMEND:
+            return []
+        if not self.venue.supports_amend:
+            return apply_report(kernel, self._result("amend", cid, self.venue._no_edit(cid)))
+        events: list[m.Event] = []
+        try:
+            if not probe:  # fills that happened meanwhile come first: they may beat the edit
+                vo = self.venue.query(self._vid(sid, kernel, cid), o.cmd.symbol)
+                if vo is not None:
+                    fresh = VenueResult(client_order_id=cid, outcome=Outcome.ACCEPTED, order=vo)
+                    events.extend(
+                        apply_report(
+                            kernel, self._result("poll", cid, fresh, self._carry_of(sid, o))
+                        )
+                    )
+                if o.final_state is not None or kernel._state(o) is not S.PENDING_AMEND:
+                    return events  # the order finished first: the amend lost the race
+            a = kernel.machine.orders
+            target, filled = int(a[F_AMEND_QTY, o.slot]), int(a[F_FILLED, o.slot])
+            if target <= filled:
+                rej = VenueResult(
+                    client_order_id=cid,
+                    outcome=Outcome.REJECTED,
+                    reason=Reason.INVALID_QTY,
+                    detail=f"{filled} lots were filled before the edit was sent; the new qty "
+                    f"{target} must exceed them",
+                )
+                return events + apply_report(kernel, self._result("amend", cid, rej))
+            req = self._amend_request(sid, kernel, o)
+            res = self.venue.amend(req, probe=probe)
+        except VenueAdapterError as exc:
+            rej = VenueResult(
+                client_order_id=cid,
+                outcome=Outcome.REJECTED,
+                reason=Reason.VENUE_REJECTED,
+                detail=str(exc),
+            )
+            return events + apply_report(kernel, self._result("amend", cid, rej))
+        except ccxt.NetworkError:  # nothing (or only a query) was sent: try again later
+            self._unsent.setdefault(sid, []).append(("amend", cid))
+            return events
+        except ccxt.BaseError as exc:  # authentication, permissions: the venue refused us
+            rej = VenueResult(
+                client_order_id=cid,
+                outcome=Outcome.REJECTED,
+                reason=Reason.VENUE_ERROR,
+                detail=f"{type(exc).__name__}: {exc}",
+            )
+            return events + apply_report(kernel, self._result("amend", cid, rej))
+        return events + self._amend_answer(sid, kernel, o, req, res)
+
+    # ------------------------------------------------------------ loop
+
     def dispatch(self, sid: str, kernel: OrderKernel) -> list[m.Event]:
         """Send the kernel's queued requests in order and apply the answers."""
         events: list[m.Event] = []
         while kernel.outbox:
             action, cid = kernel.outbox.pop(0)
+            if action == "amend":
+                events.extend(self._amend(sid, kernel, cid, probe=False))
+                continue
             rep = self._send(sid, kernel, action, cid)
             if rep is not None:
                 events.extend(apply_report(kernel, rep))
         return events
 
     def poll(self, sid: str, kernel: OrderKernel) -> list[m.Event]:
-        """Settle in-flight orders (query by client id, resend only when safe) and adopt the
-        fills and cancels the venue reports for the session's open orders."""
+        """Settle in-flight orders and edits (query by client id, resend only when safe) and
+        adopt the fills and cancels the venue reports for the session's open orders."""
         kernel.outbox[:0] = self._unsent.pop(sid, [])
         events = self.dispatch(sid, kernel)
         in_flight = set(self.venue.in_flight())
+        amending = set(self.venue.amend_in_flight())
         for cid, sym in kernel.venue_order_ids().items():  # submission order: deterministic
             o = kernel._orders[cid]
             if o.final_state is not None:
                 continue  # finished by an earlier answer in this poll (OCO, reduce-only)
-            vid = self._vid(sid, cid)
+            vid = self._vid(sid, kernel, cid)
+            st = kernel._state(o)
+            if st is S.PENDING_AMEND:
+                # the old order's status means nothing while an edit may have replaced it:
+                # settle the edit first (its answer carries the order's fills)
+                if vid in amending:
+                    req = self._amend_request(sid, kernel, o)
+                    try:
+                        res = self.venue.resolve_amend(vid)
+                    except ccxt.NetworkError:
+                        continue
+                    except ccxt.BaseError as exc:
+                        self.problems.append(
+                            _clean(f"session {sid!r} order {cid!r}: {type(exc).__name__}: {exc}")
+                        )
+                        continue
+                    events.extend(self._amend_answer(sid, kernel, o, req, res))
+                else:
+                    events.extend(self._amend(sid, kernel, cid, probe=True))
+                continue
             try:
                 if vid in in_flight:
                     rep = self._result("submit", cid, self.venue.resolve(vid))
@@ -380,6 +655,7 @@ class LiveRoute:
                         "poll",
                         cid,
                         VenueResult(client_order_id=vid, outcome=Outcome.ACCEPTED, order=vo),
+                        self._carry_of(sid, o),
                     )
             except ccxt.NetworkError:
                 continue  # the venue did not answer: ask again at the next poll

@@ -15,6 +15,16 @@ The rules (RELIABILITY promise 4):
    (insufficient funds, invalid order, ...). A duplicate-client-id error is not a rejection:
    an order with this id is working, so the adapter queries it.
 
+4. **Amends are edits, settled like submits.** Where ccxt has `editOrder`, `amend` edits a
+   working order. Venues that cancel-replace under the hood (Binance spot: `cancelReplace`)
+   give the replacement a new exchange order id and fills of its own: the adapter then names
+   the replacement itself (`AmendRequest.new_client_order_id`, a new id per amend), so a query
+   by that id tells whether the edit happened. An ambiguous edit stays in flight until
+   `resolve_amend` finds the replacement (accepted), finds the old order finished (rejected:
+   the venue cancel-replaces only a working order) or, once the receive window has passed with
+   the old order still working, sends the same edit again. Without `editOrder` an amend is
+   REJECTED at once with the fix (cancel and resubmit); nothing is sent.
+
 Client order ids are mapped to what the venue accepts (`venue_client_id`): ids matching
 `[A-Za-z0-9._:/-]{1,36}` are sent unchanged, others as `ok-<32 hex of sha256>`, a pure function,
 so a restart maps the same way. Quantities and prices reach ccxt as decimal strings built from
@@ -45,6 +55,9 @@ from order_kernel.spec import OrderType, Reason, Side, TimeInForce
 _CID_OK: Final = re.compile(r"^[A-Za-z0-9._:/-]{1,36}$")
 _SIGNATURE: Final = re.compile(r"(signature=)[0-9a-fA-F]+")
 NS_PER_S: Final = 1_000_000_000
+#: ccxt exchanges whose `editOrder` cancels the order and places a replacement (new exchange
+#: order id, fills counted from zero); others are assumed to edit in place (same id and fills)
+REPLACING_EDIT: Final = frozenset({"binance"})
 
 
 class VenueAdapterError(OrderKernelError):
@@ -64,6 +77,22 @@ class VenueResult(msgspec.Struct, frozen=True, kw_only=True):
     order: VenueOrder | None = None
     reason: Reason = Reason.OK
     detail: str = ""
+
+
+class AmendRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One edit of a working order as the adapter sends it (ids before `venue_client_id`).
+    `qty` is what the venue is told: the order's new total when the venue edits in place, the
+    lots still to trade when it cancel-replaces (the replaced order keeps its fills)."""
+
+    client_order_id: str  # the working order's id at the venue
+    new_client_order_id: str  # the replacement's id; equal to client_order_id when in place
+    venue_order_id: str  # the exchange's id of the working order (ccxt `edit_order(id, ...)`)
+    symbol: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    qty: int
+    price: int | None
 
 
 def venue_client_id(client_order_id: str) -> str:
@@ -168,7 +197,10 @@ class CcxtVenue:
         backoff_s: float = 0.05,
         max_backoff_s: float = 5.0,
         recv_window_ns: int | None = None,
+        edit_replaces: bool | None = None,
     ) -> None:
+        """`edit_replaces`: does the venue's edit cancel-replace the order (None: decided by
+        the exchange id, `REPLACING_EDIT`)?"""
         if recv_window_ns is None:
             # the venue refuses a request older than its receive window (ccxt option, ms)
             window_ms = (getattr(exchange, "options", None) or {}).get("recvWindow", 10_000)
@@ -189,6 +221,11 @@ class CcxtVenue:
         self.recv_window_ns = recv_window_ns
         # client_order_id -> (command, ts of the last send): orders whose outcome is unknown
         self._in_flight: dict[str, tuple[SubmitOrder, int]] = {}
+        # working order's client id -> (edit, ts of the last send): edits whose outcome is unknown
+        self._amends_in_flight: dict[str, tuple[AmendRequest, int]] = {}
+        self.edit_replaces = (
+            exchange.id in REPLACING_EDIT if edit_replaces is None else edit_replaces
+        )
         self._markets_loaded = False
         self.retries = 0  # requests repeated after a refusal-before-processing (for tests/metrics)
 
@@ -461,3 +498,183 @@ class CcxtVenue:
         return VenueSnapshot(
             ts_ns=ts_ns, orders=tuple(orders[c] for c in sorted(orders)), positions=None
         )
+
+    # ------------------------------------------------------------------ amends
+
+    @property
+    def supports_amend(self) -> bool:
+        """Does ccxt's class for this exchange implement `editOrder`?"""
+        return bool((getattr(self.exchange, "has", None) or {}).get("editOrder"))
+
+    def _no_edit(self, cid: str, exc: BaseException | None = None) -> VenueResult:
+        said = "" if exc is None else f" (the venue answered {_scrub(exc)})"
+        return VenueResult(
+            client_order_id=cid,
+            outcome=Outcome.REJECTED,
+            reason=Reason.VENUE_REJECTED,
+            detail=f"order {cid!r}: ccxt's {self.exchange.id!r} has no editOrder, so amends "
+            f"cannot reach this venue{said}; cancel the order and submit a new one",
+        )
+
+    def amend_in_flight(self) -> list[str]:
+        """Client ids of working orders whose edit has an unknown outcome, oldest send first."""
+        rows = sorted(self._amends_in_flight.items(), key=lambda kv: kv[1][1])
+        return [cid for cid, _ in rows]
+
+    def amend(self, req: AmendRequest, *, probe: bool = False) -> VenueResult:
+        """Edit a working order. ACCEPTED: `order` is the venue's order after the edit (the
+        replacement when the venue cancel-replaces); REJECTED: the venue refused, nothing
+        changed there; IN_FLIGHT: unknown, settle it with `resolve_amend` before anything else.
+        `probe`: the edit may have been sent before (a restart): it is treated as in flight
+        from now, so it is looked for first and sent only after the receive window."""
+        cid = req.client_order_id
+        if not self.supports_amend:
+            return self._no_edit(cid)
+        if probe and cid not in self._amends_in_flight:
+            self._amends_in_flight[cid] = (req, self._clock())
+        if cid in self._amends_in_flight:
+            return self.resolve_amend(cid)
+        self._load_markets()
+        inst = self._inst(req.symbol)
+        if req.order_type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise VenueAdapterError(
+                f"order {cid!r}: CcxtVenue edits MARKET and LIMIT orders; "
+                f"{req.order_type.name} is held by the kernel"
+            )
+        params: dict[str, Any] = {}
+        if self.edit_replaces:  # Binance cancelReplace: name both orders by client id
+            params["cancelOrigClientOrderId"] = venue_client_id(cid)
+            params["newClientOrderId"] = venue_client_id(req.new_client_order_id)
+        if req.order_type is OrderType.LIMIT and req.tif in (TimeInForce.IOC, TimeInForce.FOK):
+            params["timeInForce"] = req.tif.name
+        elif req.order_type is OrderType.LIMIT:
+            params["timeInForce"] = "GTC"
+        price = None if req.price is None else str(inst.price_of(req.price))
+        for attempt in range(self.max_attempts):
+            sent_at = self._clock()
+            try:
+                raw = self.exchange.edit_order(
+                    req.venue_order_id,
+                    req.symbol,
+                    "market" if req.order_type is OrderType.MARKET else "limit",
+                    "buy" if req.side is Side.BUY else "sell",
+                    str(inst.qty_of(req.qty)),
+                    price,
+                    params,
+                )
+            except ccxt.NotSupported as exc:
+                return self._no_edit(cid, exc)
+            except _NOT_PROCESSED:
+                if attempt == self.max_attempts - 1:
+                    return VenueResult(
+                        client_order_id=cid,
+                        outcome=Outcome.REJECTED,
+                        reason=Reason.VENUE_ERROR,
+                        detail=f"rate limited {self.max_attempts} times; the venue refused "
+                        "each edit before processing it",
+                    )
+                self._backoff(attempt)
+                continue
+            except ccxt.InsufficientFunds as exc:
+                return self._amend_rejected(cid, Reason.INSUFFICIENT_FUNDS, exc)
+            except ccxt.ExchangeError as exc:  # 4xx: unknown order, invalid price, ...
+                if "not supported" in str(exc).lower():  # binance -1020 and the like
+                    self._amends_in_flight.pop(cid, None)
+                    return self._no_edit(cid, exc)
+                return self._amend_rejected(cid, Reason.VENUE_REJECTED, exc)
+            except ccxt.BadResponse as exc:
+                if "-2022" in str(exc):  # cancelReplace: cancel and new order both failed
+                    return self._amend_rejected(cid, Reason.VENUE_REJECTED, exc)
+                self._amends_in_flight[cid] = (req, sent_at)
+                return self._in_flight_result(cid, exc)
+            except _AMBIGUOUS as exc:  # timeout, reset, 5xx: the edit may have happened
+                self._amends_in_flight[cid] = (req, sent_at)
+                return self._in_flight_result(cid, exc)
+            self._amends_in_flight.pop(cid, None)
+            return VenueResult(
+                client_order_id=cid,
+                outcome=Outcome.ACCEPTED,
+                order=self._report(raw, req.new_client_order_id, req.symbol),
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _amend_rejected(self, cid: str, reason: Reason, exc: BaseException) -> VenueResult:
+        self._amends_in_flight.pop(cid, None)
+        return VenueResult(
+            client_order_id=cid, outcome=Outcome.REJECTED, reason=reason, detail=_scrub(exc)
+        )
+
+    def _terms(self, client_order_id: str, symbol: str) -> tuple[VenueOrder, int, int] | None:
+        """The venue's order with its quantity (lots) and limit price (ticks, 0 for none)."""
+        self._load_markets()
+        inst = self._inst(symbol)
+        try:
+            raw = self._query(
+                self.exchange.fetch_order,
+                "",
+                symbol,
+                {"origClientOrderId": venue_client_id(client_order_id)},
+            )
+        except ccxt.OrderNotFound:
+            return None
+        amount = Decimal(str(raw.get("amount") or 0))
+        px = Decimal(str(raw.get("price") or 0))
+        return (
+            self._report(raw, client_order_id, symbol),
+            int((amount / inst.size_increment).to_integral_value()),
+            int((px / inst.price_increment).to_integral_value()),
+        )
+
+    def resolve_amend(self, client_order_id: str) -> VenueResult:
+        """Settle an edit with an unknown outcome by querying the venue: the replacement (or
+        the edited terms) found -> ACCEPTED; the old order finished -> REJECTED (`order` is its
+        final state); still working with the old terms -> IN_FLIGHT inside the receive window,
+        after it the same edit is sent again (it cannot arrive twice)."""
+        entry = self._amends_in_flight.get(client_order_id)
+        if entry is None:
+            raise VenueAdapterError(
+                f"order {client_order_id!r} has no edit in flight; resolve_amend() follows an "
+                "IN_FLIGHT amend result"
+            )
+        req, sent_at = entry
+        try:
+            if self.edit_replaces:
+                new = self.query(req.new_client_order_id, req.symbol)
+                if new is not None:
+                    del self._amends_in_flight[client_order_id]
+                    return VenueResult(
+                        client_order_id=client_order_id, outcome=Outcome.ACCEPTED, order=new
+                    )
+            old = self._terms(client_order_id, req.symbol)
+        except _AMBIGUOUS as exc:
+            return self._in_flight_result(client_order_id, exc)
+        if old is not None and not self.edit_replaces:
+            vo, qty, price = old
+            if qty == req.qty and (req.price is None or price == req.price):
+                del self._amends_in_flight[client_order_id]
+                return VenueResult(
+                    client_order_id=client_order_id, outcome=Outcome.ACCEPTED, order=vo
+                )
+        if old is None or old[0].status not in (
+            VenueOrderStatus.OPEN,
+            VenueOrderStatus.PARTIALLY_FILLED,
+        ):
+            del self._amends_in_flight[client_order_id]
+            return VenueResult(
+                client_order_id=client_order_id,
+                outcome=Outcome.REJECTED,
+                order=None if old is None else old[0],
+                reason=Reason.VENUE_REJECTED,
+                detail="the order was no longer working at the venue when the edit arrived "
+                f"({'unknown' if old is None else old[0].status.name}); the edit was not applied",
+            )
+        if self._clock() - sent_at < self.recv_window_ns:
+            return VenueResult(
+                client_order_id=client_order_id,
+                outcome=Outcome.IN_FLIGHT,
+                reason=Reason.VENUE_TIMEOUT,
+                detail="the edit is not visible at the venue yet, but may still arrive inside "
+                "its receive window; resolve again later",
+            )
+        del self._amends_in_flight[client_order_id]
+        return self.amend(req)

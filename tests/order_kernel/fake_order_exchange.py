@@ -1,6 +1,7 @@
 """A local fake of Binance's spot order REST API (enough for ccxt's binance class), with faults.
 
-Endpoints: `GET /api/v3/exchangeInfo`, `POST|GET|DELETE /api/v3/order`, `GET /api/v3/openOrders`.
+Endpoints: `GET /api/v3/exchangeInfo`, `POST|GET|DELETE /api/v3/order`, `GET /api/v3/openOrders`,
+`POST /api/v3/order/cancelReplace` (ccxt's `edit_order` for binance spot).
 It enforces Binance's rule that a client order id is unique only among OPEN orders (a second
 create with the id of a working order gets -2010 "Duplicate order sent.", while the id of a
 finished order is accepted again: that is how blind retries double orders). Market orders and
@@ -12,6 +13,14 @@ Faults (`faults`, chosen by a seeded RNG per create request, or queued by hand i
 connection closed without an answer), `5xx_after` (processed, then HTTP 503), `5xx_before`
 (503, not processed), `429` (rate limited, not processed, Retry-After 0), `drop_before`.
 Queries get `query_faults` the same way (`timeout`, `drop`, `5xx`).
+
+Edits (`edit`): "replace" (default) works like Binance's cancelReplace with STOP_ON_FAILURE:
+the working order is cancelled (it keeps its fills) and a new order with a new order id and the
+given `newClientOrderId` is placed for the given quantity; a finished order gives -2022, a new
+order refused after the cancel gives -2021 (the old order stays cancelled). "in_place": the
+order keeps its ids and fills, quantity (the new total) and price change. "none": -1020 "This
+operation is not supported.". Edits are create-like requests: `faults`/`script` apply to them.
+`fill(client_id, qty, price)` fills a resting order from the test (maker side).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 API_KEY = "fake-key-AK123"
+_WORKING = ("NEW", "PARTIALLY_FILLED")
 
 
 @dataclass
@@ -55,6 +65,7 @@ class FakeOrderExchange:
     query_faults: Mapping[str, float] = field(default_factory=dict)
     delay_s: float = 0.25  # for timeouts: longer than the client's timeout
     script: list[str] = field(default_factory=list)  # faults for the next creates, in order
+    edit: str = "replace"  # "replace" | "in_place" | "none" (see the module docstring)
 
     def __post_init__(self) -> None:
         self.orders: list[FakeOrder] = []
@@ -90,6 +101,21 @@ class FakeOrderExchange:
 
     def open_count(self, cid: str) -> int:
         return sum(o.status in ("NEW", "PARTIALLY_FILLED") for o in self.by_client_id(cid))
+
+    def working(self) -> list[FakeOrder]:
+        with self._lock:
+            return [o for o in self.orders if o.status in ("NEW", "PARTIALLY_FILLED")]
+
+    def fill(self, cid: str, qty: Decimal, price: Decimal) -> FakeOrder:
+        """Fill `qty` more of the working order with this client id at `price` (test hook)."""
+        with self._lock:
+            (o,) = [o for o in self.orders if o.client_id == cid and o.status in _WORKING]
+            if qty <= 0 or o.executed + qty > o.qty:
+                raise ValueError(f"fill of {qty} does not fit order {cid}: {o}")
+            o.executed += qty
+            o.quote += qty * price
+            o.status = "FILLED" if o.executed == o.qty else "PARTIALLY_FILLED"
+            return o
 
     # ------------------------------------------------------------ logic
     def _pick(self, table: Mapping[str, float], scripted: bool) -> str | None:
@@ -150,6 +176,60 @@ class FakeOrderExchange:
             self.orders.append(o)
             return 200, self._json(o)
 
+    def _edit(self, q: Mapping[str, str]) -> tuple[int, Any]:
+        if self.edit == "none":
+            return 400, {"code": -1020, "msg": "This operation is not supported."}
+        failed = {"code": -2022, "msg": "Order cancel-replace failed."}
+        with self._lock:
+            if "cancelOrigClientOrderId" in q:
+                hits = [
+                    o
+                    for o in self.orders
+                    if o.client_id == q["cancelOrigClientOrderId"] and o.symbol == q["symbol"]
+                ]
+            else:
+                hits = [o for o in self.orders if str(o.order_id) == q.get("cancelOrderId")]
+            live = [o for o in hits if o.status in _WORKING]
+            if not live:
+                return 400, failed
+            (old,) = live
+            qty = Decimal(q["quantity"])
+            price = Decimal(q["price"]) if "price" in q else None
+            if self.edit == "in_place":
+                if qty <= old.executed:
+                    return 400, failed
+                old.qty, old.price = qty, price
+                self._cross(old)
+                return 200, {
+                    "cancelResult": "SUCCESS",
+                    "newOrderResult": "SUCCESS",
+                    "cancelResponse": self._json(old),
+                    "newOrderResponse": self._json(old),
+                }
+            old.status = "CANCELED"
+            cid = q.get("newClientOrderId", "")
+            dup = any(o.client_id == cid and o.status in _WORKING for o in self.orders)
+            if dup or qty > self.max_qty:
+                return 400, {"code": -2021, "msg": "Order cancel-replace partially failed."}
+            o = FakeOrder(len(self.orders) + 1, cid, q["symbol"], q["side"], q["type"], qty, price)
+            self._cross(o)
+            self.orders.append(o)
+            return 200, {
+                "cancelResult": "SUCCESS",
+                "newOrderResult": "SUCCESS",
+                "cancelResponse": self._json(old),
+                "newOrderResponse": self._json(o),
+            }
+
+    def _cross(self, o: FakeOrder) -> None:
+        """Fill the rest of a marketable order at `mark` (caller holds the lock)."""
+        crosses = o.price is None or (
+            o.price >= self.mark if o.side == "BUY" else o.price <= self.mark
+        )
+        if crosses:
+            o.quote += (o.qty - o.executed) * self.mark
+            o.status, o.executed = "FILLED", o.qty
+
     def _find(self, q: Mapping[str, str]) -> FakeOrder | None:
         cid = q.get("origClientOrderId")
         with self._lock:
@@ -161,11 +241,13 @@ class FakeOrderExchange:
     def _route(self, method: str, path: str, q: Mapping[str, str]) -> tuple[int, Any]:
         if path == "/api/v3/exchangeInfo":
             return 200, _exchange_info()
-        signed = path in ("/api/v3/order", "/api/v3/openOrders")
+        signed = path in ("/api/v3/order", "/api/v3/openOrders", "/api/v3/order/cancelReplace")
         if signed and ("timestamp" not in q or "signature" not in q):
             return 400, {"code": -1102, "msg": "Mandatory parameter 'timestamp' missing."}
         if path == "/api/v3/order" and method == "POST":
             return self._create(q)
+        if path == "/api/v3/order/cancelReplace" and method == "POST":
+            return self._edit(q)
         if path == "/api/v3/order" and method in ("GET", "DELETE"):
             o = self._find(q)
             if o is None:
@@ -226,7 +308,10 @@ class FakeOrderExchange:
                 if private and self.headers.get("X-MBX-APIKEY") != API_KEY:
                     self._send(401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions."})
                     return
-                creates = path == "/api/v3/order" and method == "POST"
+                creates = method == "POST" and path in (
+                    "/api/v3/order",
+                    "/api/v3/order/cancelReplace",
+                )
                 fault = (
                     fake._pick(fake.faults, scripted=True)
                     if creates

@@ -77,19 +77,19 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-def _read_raw(path: Path) -> pl.DataFrame:
-    """Load the file without interpretation (CSV: every column as text)."""
+def read_raw(path: Path, what: str = "bar") -> pl.DataFrame:
+    """Load a CSV/parquet `what` file without interpretation (CSV: every column as text)."""
     if not path.exists():
         raise FeedFileError(
             "file not found", path=path, hint="check the path (relative paths are from the cwd)"
         )
     if path.is_dir():
-        raise FeedFileError("is a directory, not a bar file", path=path, hint="pass a file")
+        raise FeedFileError(f"is a directory, not a {what} file", path=path, hint="pass a file")
     suffix = _suffix(path)
     try:
         if suffix in CSV_SUFFIXES:
             if path.stat().st_size == 0:
-                raise EmptyDataError("file is empty", path=path, hint="write a header and bars")
+                raise EmptyDataError("file is empty", path=path, hint="write a header and rows")
             return pl.read_csv(path, infer_schema=False)
         if suffix in PARQUET_SUFFIXES:
             return pl.read_parquet(path)
@@ -417,7 +417,7 @@ def parse_bars(path: str | os.PathLike[str], *, ts_unit: TsUnit | None = None) -
     ``stratagem data check`` runs); use :func:`read_bars` for data you compute on.
     """
     p = Path(path)
-    return _parse_frame(_read_raw(p), p, ts_unit)[0]
+    return _parse_frame(read_raw(p), p, ts_unit)[0]
 
 
 def read_bars(
@@ -440,7 +440,7 @@ def read_bars(
             path=p,
             hint="pass start < end (end is exclusive)",
         )
-    bars = conform_bars(_read_raw(p), path=p, on_duplicates=on_duplicates, ts_unit=ts_unit)
+    bars = conform_bars(read_raw(p), path=p, on_duplicates=on_duplicates, ts_unit=ts_unit)
     if start_ns is None and end_ns is None:
         return bars
     expr = pl.lit(True)

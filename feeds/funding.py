@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from feeds.errors import ColumnError, EmptyDataError, FeedFileError, TimestampError
-from feeds.files import CSV_SUFFIXES, PARQUET_SUFFIXES, atomic_write
+from feeds.errors import ColumnError, EmptyDataError, TimestampError
+from feeds.files import atomic_write, read_raw
 from feeds.schema import FUNDING_SCHEMA, NS_PER_HOUR
 from feeds.synthetic import parse_start
 from feeds.validate import format_ts
@@ -32,31 +32,6 @@ MAX_ABS_RATE = 1.0  # 100 % per interval: anything above is a unit error (percen
 def rate_to_ppb(rate: float) -> int:
     """A fraction per interval as integer parts per billion (the order kernel's unit)."""
     return round(rate * 1_000_000_000)
-
-
-def _raw(path: Path) -> pl.DataFrame:
-    if not path.exists():
-        raise FeedFileError("file not found", path=path, hint="check the path")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in CSV_SUFFIXES:
-            if path.stat().st_size == 0:
-                raise EmptyDataError("file is empty", path=path, hint="write a header and rows")
-            return pl.read_csv(path, infer_schema=False)
-        if suffix in PARQUET_SUFFIXES:
-            return pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise FeedFileError(
-            f"cannot read the funding file ({type(exc).__name__})",
-            path=path,
-            hint="check that it is complete CSV/parquet; re-fetch it with "
-            "`stratagem data fetch funding`",
-        ) from exc
-    raise FeedFileError(
-        f"unsupported file type {path.suffix!r}",
-        path=path,
-        hint=f"use one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}",
-    )
 
 
 def _column(df: pl.DataFrame, name: str, dtype: pl.DataType, path: Path) -> pl.Series:
@@ -84,7 +59,7 @@ def read_funding(
     UTC grid.
     """
     p = Path(path)
-    df = _raw(p)
+    df = read_raw(p, "funding")
     if "ts_ns" in df.columns:
         ts = _column(df, "ts_ns", pl.Int64(), p)
     elif "timestamp" in df.columns:

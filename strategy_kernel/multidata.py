@@ -27,6 +27,14 @@ from indicators.nodes import BarValues
 from strategy_kernel.errors import BacktestError
 
 
+def _missing(name: str, spec: DataInput, decision: int, tf_ns: int) -> BacktestError:
+    """Rule `error`: the run stops naming the bar that did not come."""
+    return BacktestError(
+        f"data.{name}: no {spec.symbol} {spec.timeframe} bar closes at ts {decision} (open ts "
+        f"{decision - tf_ns}); fill the gap in the data or set data.{name}.on_missing: hold"
+    )
+
+
 @dataclass
 class _Stream:
     name: str
@@ -104,11 +112,7 @@ class DataFeed:
                 out.append((s.name, BarValues(int(s.ts[newest]), *s.rows[newest]), decision))
             if on_grid and s.next > 0 and (newest < 0 or int(s.ts[newest]) + s.tf_ns < decision):
                 if s.spec.on_missing == "error":
-                    raise BacktestError(
-                        f"data.{s.name}: no {s.spec.symbol} {s.spec.timeframe} bar closes at ts "
-                        f"{decision} (open ts {decision - s.tf_ns}); fill the gap in the data or "
-                        f"set data.{s.name}.on_missing: hold"
-                    )
+                    raise _missing(s.name, s.spec, decision, s.tf_ns)
                 out.append((s.name, None, decision))
         return out
 
@@ -215,10 +219,6 @@ class LiveDataFeed:
                 out.append((s.name, newest, decision))
             if on_grid and s.delivered and (newest is None or newest.ts_ns + s.tf_ns < decision):
                 if s.spec.on_missing == "error":
-                    raise BacktestError(
-                        f"data.{s.name}: no {s.spec.symbol} {s.spec.timeframe} bar closes at ts "
-                        f"{decision} (open ts {decision - s.tf_ns}); fill the gap in the data or "
-                        f"set data.{s.name}.on_missing: hold"
-                    )
+                    raise _missing(s.name, s.spec, decision, s.tf_ns)
                 out.append((s.name, None, decision))
         return out

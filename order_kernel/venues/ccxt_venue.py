@@ -239,6 +239,16 @@ class CcxtVenue:
             )
         return inst
 
+    def _rate_limited(self, cid: str, what: str) -> VenueResult:
+        """Every attempt was refused before processing (nothing happened): a clean rejection."""
+        return VenueResult(
+            client_order_id=cid,
+            outcome=Outcome.REJECTED,
+            reason=Reason.VENUE_ERROR,
+            detail=f"rate limited {self.max_attempts} times; the venue refused each {what} "
+            "before processing it",
+        )
+
     def _backoff(self, attempt: int) -> None:
         delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
         headers = getattr(self.exchange, "last_response_headers", None) or {}
@@ -347,13 +357,7 @@ class CcxtVenue:
                 return self._in_flight_result(cid, exc)
             except _NOT_PROCESSED:
                 if attempt == self.max_attempts - 1:
-                    return VenueResult(
-                        client_order_id=cid,
-                        outcome=Outcome.REJECTED,
-                        reason=Reason.VENUE_ERROR,
-                        detail=f"rate limited {self.max_attempts} times; the venue refused "
-                        "each request before processing it",
-                    )
+                    return self._rate_limited(cid, "request")
                 self._backoff(attempt)
                 continue
             except ccxt.InsufficientFunds as exc:
@@ -566,13 +570,7 @@ class CcxtVenue:
                 return self._no_edit(cid, exc)
             except _NOT_PROCESSED:
                 if attempt == self.max_attempts - 1:
-                    return VenueResult(
-                        client_order_id=cid,
-                        outcome=Outcome.REJECTED,
-                        reason=Reason.VENUE_ERROR,
-                        detail=f"rate limited {self.max_attempts} times; the venue refused "
-                        "each edit before processing it",
-                    )
+                    return self._rate_limited(cid, "edit")
                 self._backoff(attempt)
                 continue
             except ccxt.InsufficientFunds as exc:

@@ -98,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             end_ns=args.end,
             out_dir=Path(args.out) if args.out else None,
             as_json=args.json,
+            bars_files=bars_files,
         )
     return run_backtest_cli(
         artifact_path=Path(args.artifact[0]),
@@ -158,6 +159,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
         max_bars=args.max_bars,
         idle_timeout_ms=int(args.idle_timeout * 1000),
         plots=not args.no_plots,
+        data_wait_ms=args.data_wait,
     )
 
 
@@ -251,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bars", type=int, help="stop after this many bars")
     p.add_argument(
         "--idle-timeout", type=float, default=30.0, help="seconds without a bar before stopping"
+    )
+    p.add_argument(
+        "--data-wait",
+        type=int,
+        metavar="MS",
+        help="how long a bar waits for the bars of the artifact's `data:` inputs before they "
+        "count as missing (on_missing: hold logs data_missing, error stops; default 2000)",
     )
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=cmd_paper)

@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -24,6 +24,9 @@ from strategy_kernel.backtest import BacktestResult, run_backtest
 from strategy_kernel.replay import write_run_file
 from strategy_kernel.report import summary, trade_rows, write_reports
 from strategy_kernel.transport import KernelPort, RemoteKernel, order_kernel_process
+
+if TYPE_CHECKING:
+    from strategy_kernel.paper import RecordedFeed
 
 
 def _fmt(x: object) -> str:
@@ -183,6 +186,60 @@ def paper_on_recorded_bars(
     return result
 
 
+def _recorded_feed(
+    artifacts: list[Artifact],
+    data_path: Path,
+    bars_files: dict[str, Path],
+    start_ns: int | None,
+    end_ns: int | None,
+    state_dir: Path,
+) -> RecordedFeed | None:
+    """A `RecordedFeed` of the instrument's and every `data:` input's bars for a paper service,
+    or None when no artifact has `data:` inputs (then the runner's own replay feed is enough)."""
+    from feeds.bus import bar_topic
+    from feeds.endpoints import ipc_endpoint
+    from feeds.schema import timeframe_to_ns
+    from strategy_kernel.paper import RecordedFeed
+
+    read = {d.symbol for a in artifacts for d in (a.data or {}).values()}
+    unused = sorted(set(bars_files) - read)
+    if unused:
+        raise StratagemError(
+            f"--bars for {', '.join(unused)}: no artifact has a `data:` input on that symbol"
+        )
+    if not read:
+        return None
+    inst = artifacts[0].instrument
+    main = bar_topic(inst.symbol, inst.timeframe)
+    others = sorted(
+        {bar_topic(a.instrument.symbol, a.instrument.timeframe) for a in artifacts} - {main}
+    )
+    if others:
+        raise StratagemError(
+            f"--data holds {main} but other artifacts trade {', '.join(others)}: a paper service "
+            "on recorded bars runs artifacts of one instrument"
+        )
+    series = {main: (read_bars(data_path, start_ns=start_ns, end_ns=end_ns),
+                     timeframe_to_ns(inst.timeframe))}  # fmt: skip
+    for a in artifacts:
+        own = {d.symbol for d in (a.data or {}).values()}
+        files = {s: p for s, p in bars_files.items() if s in own}
+        frames = data_inputs(a, files, data_path, start_ns, end_ns)
+        for spec in (a.data or {}).values():
+            series.setdefault(
+                bar_topic(spec.symbol, spec.timeframe),
+                (frames[spec.symbol][1], timeframe_to_ns(spec.timeframe)),
+            )
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return RecordedFeed(
+        ipc_endpoint(state_dir / "md.sock"),
+        series,
+        [main],
+        window=1 << 62,  # no acks from the sessions: the bus queues are unbounded
+        subscribers=len(artifacts),
+    )
+
+
 def run_backtest_cli(
     *,
     artifact_path: Path,
@@ -311,9 +368,15 @@ def run_paper_cli(
     max_bars: int | None,
     idle_timeout_ms: int,
     plots: bool,
+    data_wait_ms: int | None = None,
 ) -> int:
+    """`stratagem paper`: `data_wait_ms` is how long a bar waits for its `data:` inputs' bars
+    (None: `paper.DATA_WAIT_MS`)."""
     from feeds.bus import Subscriber, bar_topic
-    from strategy_kernel.paper import run_paper
+    from strategy_kernel.paper import DATA_WAIT_MS, run_paper
+
+    if data_wait_ms is not None and data_wait_ms < 0:
+        raise StratagemError(f"--data-wait must be 0 or more milliseconds, got {data_wait_ms}")
 
     artifact, lines = load_with_lines(artifact_path)
     graph = check(artifact, str(artifact_path), lines)
@@ -343,6 +406,7 @@ def run_paper_cli(
             max_bars=max_bars,
             idle_timeout_ms=idle_timeout_ms,
             base_dir=artifact_path.parent,
+            data_wait_ms=DATA_WAIT_MS if data_wait_ms is None else data_wait_ms,
         )
     if (
         kernel_endpoint is None
@@ -368,9 +432,14 @@ def run_service_paper_cli(
     end_ns: int | None,
     out_dir: Path | None,
     as_json: bool,
+    bars_files: dict[str, Path] | None = None,
 ) -> int:
     """`stratagem run a.yaml b.yaml --paper`: the service runner on the recorded bars, as fast
-    as the sessions take them: one order-kernel process, a strategy session per artifact."""
+    as the sessions take them: one order-kernel process, a strategy session per artifact.
+
+    Artifacts with `data:` inputs read those symbols' bars from `bars_files` (--bars SYMBOL=FILE);
+    then every series is published on a market-data bus merged by close time (`RecordedFeed`)
+    and the sessions subscribe to it, as they would to a live feed."""
     from stratagem.service.runner import Runner
     from stratagem.service.settings import (
         FeedSettings,
@@ -383,29 +452,42 @@ def run_service_paper_cli(
     if len(set(names)) != len(names):
         raise StratagemError(f"artifact file names must differ (they name the runs): {names}")
     root = out_dir or Path("runs") / ("paper-" + "-".join(names))
+    state_dir = root / ".service"
+    artifacts = [load_with_lines(p)[0] for p in artifact_paths]
+    recorded = _recorded_feed(artifacts, data_path, bars_files or {}, start_ns, end_ns, state_dir)
+    feed = (
+        FeedSettings(data=data_path, bars_per_second=0, start_ns=start_ns, end_ns=end_ns,
+                     idle_timeout_s=30)
+        if recorded is None
+        else FeedSettings(mode="bus", endpoint=recorded.endpoint, idle_timeout_s=30)
+    )  # fmt: skip
     runner = Runner(
         ServiceSettings(
             runs_dir=root,
             runner=RunnerSettings(
                 name="paper",
-                state_dir=root / ".service",
+                state_dir=state_dir,
                 strategies=[
                     StrategyEntry(name=n, artifact=p)
                     for n, p in zip(names, artifact_paths, strict=True)
                 ],
-                feed=FeedSettings(
-                    data=data_path,
-                    bars_per_second=0,
-                    start_ns=start_ns,
-                    end_ns=end_ns,
-                    idle_timeout_s=30,
-                ),
+                feed=feed,
                 snapshot_every_bars=1_000,
                 snapshot_interval_s=5.0,
             ),
         )
     )
-    code = runner.run()
+    if recorded is None:
+        code = runner.run()
+    else:
+        try:
+            recorded.start()  # publishes once every session subscribed
+            code = runner.run()
+        finally:
+            recorded.close()
+            Path(recorded.endpoint.removeprefix("ipc://")).unlink(missing_ok=True)
+        if recorded.error:
+            raise StratagemError(f"the recorded feed failed: {recorded.error}")
     out: dict[str, dict[str, Any]] = {}
     for name, session in sorted(runner.sessions.items()):
         metrics_path = session.cfg.run_dir / "metrics.json"

@@ -35,13 +35,14 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
 from artifacts.graph import SignalGraph, check
 from artifacts.schema import Artifact
-from feeds.bus import BarEvent, EndOfStream, Gap, Subscriber, bar_topic
+from feeds.bus import BarEvent, BusEvent, EndOfStream, Gap, Subscriber, bar_topic
 from feeds.schema import Bar, timeframe_to_ns
 from indicators.nodes import BarValues
 from strategy_kernel.backtest import BacktestResult, BarLoop, instrument_spec, log_run_header
@@ -87,13 +88,23 @@ class _Topic:
     ended: bool = False
 
 
-class _Inbox:
+class BusSource(Protocol):
+    """What the stepper reads bus events from: a `Subscriber`, or a wrapper of one (the service
+    session's serves control requests while it waits)."""
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    def recv(self, timeout_ms: int) -> BusEvent | None: ...
+
+
+class Inbox:
     """Files bus events by topic: instrument bars queue until stepped, input bars go to their
     `LiveDataFeed`s, feed problems become records for the strategies they concern."""
 
     def __init__(
         self,
-        subscriber: Subscriber,
+        subscriber: BusSource,
         instrument_topics: Sequence[str],
         feeds: Sequence[LiveDataFeed],
     ) -> None:
@@ -188,12 +199,12 @@ def _ticks(loop: BarLoop, b: Bar) -> tuple[int, int, int, int, int]:
     )
 
 
-class _Stepper:
+class Stepper:
     """Chooses the next timestamp to step from the inbox, honouring the wait budgets."""
 
     def __init__(
         self,
-        inbox: _Inbox,
+        inbox: Inbox,
         feeds_by_topic: Mapping[str, Sequence[LiveDataFeed]],
         *,
         bar_wait_ms: int,
@@ -274,6 +285,18 @@ class _Stepper:
             for t in inbox.topics:
                 inbox.stepped(t, ts)
             return ts, out
+
+
+def deliver_data(sk: StrategyKernel, inbox: Inbox, index: int, feed: LiveDataFeed, ts: int) -> None:
+    """The data part of stepping instrument bar `ts`, before the bar itself: the feed records
+    about the inputs' topics (`inbox.notes[index]`), then the inputs due at its decision.
+
+    Raises BacktestError for a missing bar of an input with `on_missing: error`."""
+    for kind, fields in inbox.notes[index]:
+        sk.log.append(kind, ts, **fields)
+    inbox.notes[index].clear()
+    for name, aux, at in feed.due(ts):
+        sk.on_data(name, aux, at)
 
 
 def _monotonic_ns() -> int:
@@ -412,7 +435,7 @@ def run_paper(
     tf_ns = timeframe_to_ns(inst.timeframe)
     topic = bar_topic(inst.symbol, inst.timeframe)
     feed = LiveDataFeed(artifact, tf_ns) if artifact.data else None
-    inbox = _Inbox(subscriber, [topic], [feed] if feed is not None else [])
+    inbox = Inbox(subscriber, [topic], [feed] if feed is not None else [])
     sk = StrategyKernel(
         artifact, graph, session_id=session_id, timeframe_ns=tf_ns, base_dir=base_dir
     )
@@ -426,7 +449,7 @@ def run_paper(
         if last_ts is not None:  # before the first bar there is no run to log it in
             sk.log.append(kind, last_ts, **fields)
 
-    stepper = _Stepper(
+    stepper = Stepper(
         inbox,
         {topic: [feed]} if feed is not None else {},
         bar_wait_ms=0,
@@ -451,11 +474,7 @@ def run_paper(
                 if funding is not None:  # the kernel process was given these rates
                     sk.log.append("funding", ts, **funding)
             if feed is not None:
-                for kind, fields in inbox.notes[0]:
-                    sk.log.append(kind, ts, **fields)
-                inbox.notes[0].clear()
-                for name, aux, at in feed.due(ts):
-                    sk.on_data(name, aux, at)
+                deliver_data(sk, inbox, 0, feed, ts)
             last_ts = ts
             loop.step_prices(BarValues(ts, b.open, b.high, b.low, b.close, b.volume))
             if on_bar is not None:
@@ -522,7 +541,7 @@ def run_portfolio_paper(
             if feed is not None:
                 feeds.append(feed)
                 feeds_by_topic.setdefault(topic, []).append(feed)
-        inbox = _Inbox(subscriber, sorted(set(lane_topic)), feeds)
+        inbox = Inbox(subscriber, sorted(set(lane_topic)), feeds)
     except BaseException:
         plog.close()
         for lane in lanes:
@@ -535,7 +554,7 @@ def run_portfolio_paper(
             if t == topic and on:
                 lane.loop.sk.log.append(kind, lane.loop.ts[-1], **fields)
 
-    stepper = _Stepper(
+    stepper = Stepper(
         inbox,
         feeds_by_topic,
         bar_wait_ms=bar_wait_ms,

@@ -332,6 +332,18 @@ class Runner:
                     f"a replay feed publishes one series but the strategies need {sorted(topics)}; "
                     "use feed.mode = 'bus' with a publisher per series"
                 )
+            for name, a in loaded:
+                inputs = sorted(
+                    f"data.{k} ({bar_topic(d.symbol, d.timeframe)})"
+                    for k, d in (a.data or {}).items()
+                    if bar_topic(d.symbol, d.timeframe) not in topics
+                )
+                if inputs:
+                    raise RunnerError(
+                        f"strategy {name!r} reads {', '.join(inputs)} but a replay feed publishes "
+                        f"only {next(iter(topics))}; use feed.mode = 'bus' with a publisher of "
+                        "every series (e.g. `stratagem run A.yaml B.yaml --paper --bars SYMBOL=FILE`)"
+                    )
             self.feed_endpoint = feed.endpoint or f"ipc://{(rs.state_dir / 'feed.sock').resolve()}"
         self.sessions: dict[str, StrategySession] = {}
         self.feed: ReplayFeed | None = None
@@ -387,6 +399,7 @@ class Runner:
                     backoff_max_s=rs.backoff_max_s,
                     kernel_timeout_ms=self.kernel_timeout_ms,
                     kernel_attempts=self.kernel_attempts,
+                    data_wait_ms=rs.data_wait_ms,
                     # a live bus delivers a bar per timeframe: stale means several bars missing
                     stale_after_s=rs.stale_after_s
                     if rs.feed.mode == "replay"

@@ -8,6 +8,16 @@ replaying the log's inputs (bars, order-kernel events, control records) through 
 and checks that the replay regenerates the log byte for byte before it trades again; then it
 asks the order kernel to resend the events it missed (FIX-style ``ResendRequest``). Without
 control records the log is the one `run_paper` and the backtest write for the same bars.
+
+`data:` inputs (other symbols' bars) are stepped exactly as `run_paper` steps them, with its
+`Inbox`/`Stepper`/`LiveDataFeed`: the session subscribes to the inputs' topics too, holds an
+instrument bar until every input due at its decision has delivered (or `data_wait_ms` is spent),
+then applies the backtest's `hold`/`error` rule. The delivered input bars are in the log
+(`data_bar`, `data_missing`), so a restart rebuilds the inputs' state from it: the replay feeds
+them to the kernel again, each input resumes after the last bar it delivered, and input bars at
+or before that point (a feed replayed from its start) are dropped silently, like instrument
+bars already stepped. An `on_missing: error` input with a missing bar stops the session
+(`failed`, stop reason `data_missing`).
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ import msgspec
 from artifacts.graph import SignalGraph, check
 from artifacts.io import content_hash, load_with_lines
 from artifacts.schema import Artifact
-from feeds.bus import BarEvent, EndOfStream, Gap, Subscriber, bar_topic
+from feeds.bus import BarEvent, BusEvent, Subscriber, bar_topic
 from feeds.schema import timeframe_to_ns
 from indicators.nodes import BarValues
 from order_kernel import messages as m
@@ -43,8 +53,11 @@ from strategy_kernel.backtest import (
     log_run_header,
 )
 from strategy_kernel.engine import StrategyKernel
+from strategy_kernel.errors import BacktestError
 from strategy_kernel.log import LogCorruptError, StrategyLog
 from strategy_kernel.log import read as read_strategy_log
+from strategy_kernel.multidata import LiveDataFeed
+from strategy_kernel.paper import DATA_WAIT_MS, Inbox, Stepper, deliver_data
 from strategy_kernel.report import write_reports
 from strategy_kernel.transport import KernelPort, RemoteKernel
 
@@ -52,6 +65,8 @@ log = logging.getLogger("stratagem.service.runner")
 
 #: Strategy-log kinds the session writes itself (inputs of a replay); the rest the kernel regenerates.
 EXTERNAL_KINDS = ("run", "data_gaps", "feed_gap", "feed_out_of_order", "control")
+#: Records of the data part of a step (`paper.deliver_data`): inputs of a replay, before the bar.
+DATA_KINDS = ("data_bar", "data_missing")
 ACCOUNT_HEADER = "ts_ns,close,equity,position_lots\n"
 
 
@@ -175,6 +190,26 @@ def cut_torn_tail(path: Path) -> int:
     return len(data) - keep
 
 
+def cut_unfinished_data_step(path: Path) -> int:
+    """Cut the data records of a step that ended before its instrument bar reached the order
+    kernel (the log ends with `data_bar`/`data_missing` records); returns the records cut.
+
+    Safe for the same reason as `cut_torn_tail`: nothing of that step left the process (the
+    order kernel hears of a step only with its bar), and the restarted session steps the bar
+    again from its start, delivering the same input bars, so the records come back unchanged.
+    """
+    data = path.read_bytes()
+    lines = data.splitlines(keepends=True)
+    keep = len(lines)
+    while keep and msgspec.json.decode(lines[keep - 1]).get("kind") in DATA_KINDS:
+        keep -= 1
+    if keep == len(lines):
+        return 0
+    with path.open("r+b") as fh:
+        fh.truncate(sum(len(line) for line in lines[:keep]))
+    return len(lines) - keep
+
+
 def _record_fields(rec: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in rec.items() if k not in ("n", "ts_ns", "kind", "prev")}
 
@@ -186,6 +221,11 @@ class Recovered:
     last_event_seq: int
     last_bar_ts: int | None
     extra_lines: list[bytes]  # records the crashed step did not get to write
+    #: per data input: (open ts of the first, of the last bar it delivered)
+    data_seen: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: the log holds the data part of a step whose bar record is not there (a crash in between,
+    #: after the bar went to the order kernel): the restarted step must not deliver it again
+    data_done: bool = False
 
 
 def replay_session(
@@ -211,9 +251,22 @@ def replay_session(
     loop = SessionLoop(sk, ok, sk.artifact, inst, sk.timeframe_ns)
     last_event_seq = 0
     last_bar: int | None = None
+    data_seen: dict[str, tuple[int, int]] = {}
+    data_done = False
     for rec in records:
         kind = rec["kind"]
-        if kind == "bar":
+        if kind in DATA_KINDS:  # the data part of a step: fed to the kernel as it was then
+            ts = int(rec["ts_ns"])
+            if kind == "data_missing":
+                sk.on_data(str(rec["input"]), None, ts)
+            else:
+                name = str(rec["input"])
+                aux = BarValues(ts, rec["o"], rec["h"], rec["l"], rec["c"], rec["v"])
+                sk.on_data(name, aux, ts)
+                data_seen[name] = (data_seen.get(name, (ts, ts))[0], ts)
+            data_done = True
+        elif kind == "bar":
+            data_done = False
             if loop.ts:  # the previous bar's account snapshot, from the sidecar when it has it
                 _sample(loop, account)
             bar = BarValues(int(rec["ts_ns"]), rec["o"], rec["h"], rec["l"], rec["c"], rec["v"])
@@ -245,7 +298,23 @@ def replay_session(
             f"{path}:{bad + 1}: replaying the log does not reproduce this record; the session "
             "cannot be recovered safely (start a new run or inspect the log)"
         )
-    return Recovered(sk, loop, last_event_seq, last_bar, got[len(file_lines) :])
+    return Recovered(
+        sk, loop, last_event_seq, last_bar, got[len(file_lines) :], data_seen, data_done
+    )
+
+
+def restore_data_feed(feed: LiveDataFeed, seen: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """Put a fresh feed where the recovered run left it: each input that delivered resumes on its
+    grid after its last delivered bar. Returns, per topic, the newest bar ts already delivered:
+    a bar of that topic at or before it is one the run has seen (drop it, do not push it)."""
+    resume: dict[str, int] = {}
+    for s in feed.streams:
+        if s.name not in seen:
+            continue
+        first, last = seen[s.name]
+        s.first_ts, s.last_ts, s.delivered = first, last, True
+        resume[s.topic] = min(last, resume.get(s.topic, last))
+    return resume
 
 
 def _sample(loop: BarLoop, account: list[tuple[int, float, float, int]]) -> None:
@@ -274,6 +343,53 @@ def read_account(path: Path) -> list[tuple[int, float, float, int]]:
 
 
 # -- the session ---------------------------------------------------------------------------------
+class _StopError(Exception):
+    """The service is stopping: raised out of a bus wait to end the bar loop between bars."""
+
+
+class _SessionBus:
+    """The session's subscriber as `paper.Stepper` reads it: every wait is cut into short slices
+    so control requests are served (between bars, as ever) and a stop is noticed; bars the run
+    has already stepped or delivered (`seen`: per topic, the newest such bar ts; a feed replayed
+    from its start after a restart) are dropped silently instead of being logged out of order."""
+
+    def __init__(
+        self,
+        sub: Subscriber,
+        serve: Callable[[], None],
+        stopping: threading.Event,
+        seen: dict[str, int],
+    ) -> None:
+        self.sub = sub
+        self.serve = serve
+        self.stopping = stopping
+        self.seen = seen
+        self.skipped = 0
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return self.sub.topics
+
+    def recv(self, timeout_ms: int) -> BusEvent | None:
+        deadline = time.monotonic() + max(timeout_ms, 0) / 1000
+        while True:
+            self.serve()
+            if self.stopping.is_set():
+                raise _StopError
+            left_ms = math.ceil((deadline - time.monotonic()) * 1000)
+            ev = self.sub.recv(min(10, max(left_ms, 0)))
+            if ev is None:
+                if left_ms <= 0:
+                    return None
+                continue
+            if isinstance(ev, BarEvent):
+                newest = self.seen.get(ev.topic)
+                if newest is not None and ev.bar.ts_ns <= newest:
+                    self.skipped += 1
+                    continue
+            return ev
+
+
 @dataclass
 class Pending:
     """A control request waiting for this session's answer."""
@@ -303,6 +419,7 @@ class SessionConfig:
     kernel_timeout_ms: int = 5000
     kernel_attempts: int = 3
     stale_after_s: float = 10.0
+    data_wait_ms: int = DATA_WAIT_MS  # how long a bar waits for its `data:` inputs' bars
 
 
 class StrategySession:
@@ -435,12 +552,18 @@ class StrategySession:
         )
         account_path = cfg.run_dir / "account.csv"
         sk: StrategyKernel | None = None
+        data_seen: dict[str, tuple[int, int]] = {}
+        data_done = False
         try:
             if self.log_path.is_file() and self.log_path.stat().st_size:
                 cut = cut_torn_tail(self.log_path)
                 if cut:
                     log.warning("session %s: cut a torn tail of %d bytes from %s", cfg.name, cut,
                                 self.log_path)  # fmt: skip
+                cut = cut_unfinished_data_step(self.log_path)
+                if cut:
+                    log.warning("session %s: cut %d data records of an unfinished step from %s",
+                                cfg.name, cut, self.log_path)  # fmt: skip
                 rec = replay_session(
                     self.log_path,
                     self._make_kernel,
@@ -449,6 +572,7 @@ class StrategySession:
                     read_account(account_path),
                 )
                 sk, loop = rec.sk, rec.loop
+                data_seen, data_done = rec.data_seen, rec.data_done
                 slog = SessionLog(self.log_path, sk.log.head, sk.log.count)
                 if rec.extra_lines:  # finish writing the step the crash interrupted
                     assert slog._fh is not None
@@ -477,8 +601,12 @@ class StrategySession:
                 )
                 last_ts = None
             self.bars = len(loop.ts)
+            # a swap keeps the data inputs (`_stage_swap`): the running version's are the ones
+            feed = LiveDataFeed(sk.artifact, self.tf_ns) if sk.artifact.data else None
+            seen = restore_data_feed(feed, data_seen) if feed is not None else {}
+            topics = sorted({self.topic, *(feed.topics if feed is not None else ())})
             with (
-                Subscriber(cfg.feed_endpoint, [self.topic]) as sub,
+                Subscriber(cfg.feed_endpoint, topics) as sub,
                 account_path.open("a", encoding="utf-8") as account,
             ):
                 if account.tell() == 0:
@@ -486,8 +614,15 @@ class StrategySession:
                 self.subscribed.set()
                 self.state = "running"
                 self.error = ""
-                reason = self._bar_loop(sk, loop, sub, account, last_ts)
+                if last_ts is not None:  # the instrument's own rule wins on a shared topic
+                    seen[self.topic] = last_ts
+                bus = _SessionBus(sub, lambda: self._serve_inbox(sk, loop), self.stopping, seen)
+                bus.skipped = self.skipped_seen  # counted over every incarnation
+                reason = self._bar_loop(sk, loop, bus, feed, account, last_ts, data_done)
+                self.skipped_seen = bus.skipped
                 self._finish(sk, loop, reason)
+                if reason == "data_missing":  # `on_missing: error`: replaying would not help
+                    raise SessionError(self.error)
         finally:
             kernel.close()
             if sk is not None:
@@ -517,48 +652,63 @@ class StrategySession:
         self,
         sk: StrategyKernel,
         loop: SessionLoop,
-        sub: Subscriber,
+        bus: _SessionBus,
+        feed: LiveDataFeed | None,
         account: io.TextIOBase | Any,
         last_ts: int | None,
+        data_done: bool,
     ) -> str:
-        resume_ts = last_ts
-        idle_since = time.monotonic()
+        """Step bars as `run_paper` does (same inbox, stepper and data feed) until the feed ends,
+        goes idle, the service stops, or an `on_missing: error` input misses a bar."""
+        inbox = Inbox(bus, [self.topic], [feed] if feed is not None else [])
+        if last_ts is not None:  # a bar at or before the last one stepped is out of order
+            inbox.stepped(self.topic, last_ts)
+        last = last_ts
+
+        def on_record(_topic: str, kind: str, fields: dict[str, object]) -> None:
+            if last is not None:  # before the first bar there is no run to log it in
+                sk.log.append(kind, last, **fields)
+
+        stepper = Stepper(
+            inbox,
+            {self.topic: [feed]} if feed is not None else {},
+            bar_wait_ms=0,
+            data_wait_ms=self.cfg.data_wait_ms,
+            idle_timeout_ms=max(1, round(self.cfg.idle_timeout_s * 1000)),
+            clock=time.monotonic_ns,
+            on_record=on_record,
+        )
         while True:
-            self._serve_inbox(sk, loop)
-            if self.stopping.is_set():
+            try:
+                nxt = stepper.next()
+            except _StopError:
                 return "stopped"
-            ev = sub.recv(10)  # short: control requests are served between two waits
-            now = time.monotonic()
-            if ev is None:
-                if now - idle_since > self.cfg.idle_timeout_s:
-                    return "idle"
-                continue
-            idle_since = now
-            if isinstance(ev, EndOfStream):
-                return "end_of_stream"
-            if isinstance(ev, Gap):
-                if last_ts is not None:
-                    sk.log.append("feed_gap", last_ts, topic=ev.topic, missing=ev.count)
-                continue
-            if not isinstance(ev, BarEvent) or ev.topic != self.topic:
-                continue
-            b = ev.bar
-            if resume_ts is not None and b.ts_ns <= resume_ts:
-                self.skipped_seen += 1  # bars this run already traded (a replay feed restarted)
-                continue
-            if last_ts is not None and b.ts_ns <= last_ts:
-                sk.log.append("feed_out_of_order", last_ts, bar_ts_ns=b.ts_ns, rule="bar ignored")
-                continue
+            if isinstance(nxt, str):
+                return nxt
+            ts, bars = nxt
+            b = bars[self.topic]
             if sk.log.count == 0:
-                log_run_header(sk.log, self.artifact, b.ts_ns, self.cfg.run_id)
-            last_ts = b.ts_ns
-            loop.step_prices(BarValues(b.ts_ns, b.open, b.high, b.low, b.close, b.volume))
+                log_run_header(sk.log, sk.artifact, ts, self.cfg.run_id)
+            if feed is not None:
+                if data_done:  # the recovered log holds this step's data part already: its
+                    data_done = False  # bars were delivered (and are dropped if sent again)
+                else:
+                    try:
+                        deliver_data(sk, inbox, 0, feed, ts)
+                    except BacktestError as exc:
+                        self.error = str(exc)
+                        log.error("session %s: %s", self.cfg.name, exc)
+                        return "data_missing"
+            last = ts
+            loop.step_prices(BarValues(ts, b.open, b.high, b.low, b.close, b.volume))
+            now = time.monotonic()
             i = len(loop.ts) - 1
             account.write(f"{loop.ts[i]},{loop.close[i]!r},{loop.equity[i]!r},{loop.position[i]}\n")
             account.flush()
             self.bars = len(loop.ts)
-            self.last_bar_ts_ns, self.last_bar_mono = b.ts_ns, now
+            self.last_bar_ts_ns, self.last_bar_mono = ts, now
             self.dropped = loop.dropped
+            self.skipped_seen = bus.skipped
             if self._deferred:
                 deferred, self._deferred = self._deferred, []
                 for p in deferred:
@@ -615,6 +765,13 @@ class StrategySession:
             raise SessionError(
                 f"{path}: a hot-swap keeps the instrument and the entry side of "
                 f"{old.name} v{old.version}; start a new run to change them"
+            )
+        if new.data != old.data:
+            raise SessionError(
+                f"{path}: a hot-swap keeps the data inputs (`data:`) of {old.name} "
+                f"v{old.version}: a new or changed input would start with no history, and its "
+                "point-in-time state could not be rebuilt from the log after a restart; start a "
+                "new run to change them"
             )
         h = content_hash(new)
         rel = Path("artifacts") / f"{new.name}-v{new.version}-{h[:12]}.yaml"

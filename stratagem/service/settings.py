@@ -100,6 +100,8 @@ class RunnerSettings(BaseModel):
     risk_limits: Path | None = None
     kernel_timeout_ms: int = Field(default=5000, ge=10)  # per order-kernel reply, then resend
     kernel_attempts: int = Field(default=3, ge=1)  # then the session crashes and is restarted
+    #: how long (ms) a bar waits for the bars of its `data:` inputs before they count as missing
+    data_wait_ms: int = Field(default=2000, ge=0)
 
     def control(self) -> str:
         return self.control_endpoint or ipc_endpoint(self.state_dir / "control.sock")

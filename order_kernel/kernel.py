@@ -1058,6 +1058,8 @@ class OrderKernel:
         self._emit(m.Heartbeat)
 
     def _on_resend(self, cmd: m.ResendRequest) -> None:
+        if cmd.end_seq == 0 and cmd.begin_seq == self._delivered_seq + 1:
+            return  # "everything after what I have" and nothing is missing: an empty answer
         end = cmd.end_seq or self._delivered_seq
         oldest = self._sent[0].seq if self._sent else self._delivered_seq + 1
         if cmd.begin_seq < 1 or cmd.begin_seq > end:

@@ -196,6 +196,22 @@ def test_resend_request_replays_events_as_possible_duplicates() -> None:
     assert [msgspec.structs.replace(e, possible_duplicate=False) for e in out] == sent[1:3]
 
 
+def test_open_ended_resend_with_nothing_missed_is_an_empty_answer() -> None:
+    """A restarted client asks for everything after the last event it has; when that is the
+    last event sent, the answer is empty (no denial, no event seq used up)."""
+    d = Driver()
+    d.bar(100, 101, 99, 100)
+    d.submit("a", B, MKT, 1)
+    d.bar(100, 101, 99, 100)
+    last = max(e.seq for e in d.events)
+    assert d.cmd(m.ResendRequest, begin_seq=last + 1, end_seq=0) == []
+    out = d.cmd(m.ResendRequest, begin_seq=last + 2, end_seq=0)  # beyond what was ever sent
+    assert [e.reason for e in of(out, m.CommandDenied)] == [Reason.SEQ_GAP]
+    again = d.cmd(m.ResendRequest, begin_seq=last, end_seq=0)  # the denial was an event too
+    assert [e.seq for e in again] == [last, last + 1]
+    assert all(e.possible_duplicate for e in again)
+
+
 def test_heartbeat_is_answered() -> None:
     d = Driver()
     assert [type(e) for e in d.cmd(m.Heartbeat)] == [m.Heartbeat]

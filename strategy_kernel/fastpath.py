@@ -10,11 +10,19 @@ condition, time exit). All money is integer ticks/lots/notional units, as in the
 
 The bracket-activation rule is the order kernel's: `bracket_same_bar()` probes the real kernel
 once (are children live in the parent's fill bar?) and the loop follows the answer.
+
+Also replayed: `one_shot` (no entry decided at/after `expires_at`, a working entry cancelled at
+the first decision from then on, at most `max_entries` opened trades), `data:` inputs (other
+symbols' columns aligned point-in-time by `fastpath_dag.align_data`, on clocks of their own) and
+scale-in/scale-out (market adds/outs; the stop and take-profit legs resized by amend; the
+commands the strategy sends in answer to fills are queued and delivered after the bar, as
+`BarLoop` delivers them).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
@@ -32,7 +40,13 @@ from indicators.streaming import make_stream, run_stream
 from strategy_kernel.backtest import trade_stats
 from strategy_kernel.engine import Trade
 from strategy_kernel.errors import BacktestError
-from strategy_kernel.fastpath_dag import FastPathUnsupported, compare_arrays, evaluate
+from strategy_kernel.fastpath_dag import (
+    FastPathUnsupported,
+    align_data,
+    compare_arrays,
+    evaluate,
+    load_data,
+)
 from strategy_kernel.metrics import Metrics, compute
 from strategy_kernel.risk import sizing_warmup
 from strategy_kernel.volatility import periods_per_year, rolling_realized_vol
@@ -51,6 +65,7 @@ PH_IDLE, PH_LOOKING, PH_ENTERED, PH_MANAGING, PH_EXITED = 0, 1, 2, 3, 4
 OT_MARKET, OT_LIMIT, OT_STOP = 0, 1, 2
 TIF_GTC, TIF_IOC, TIF_FOK, TIF_GTD = 0, 1, 2, 3
 ROLE_ENTRY, ROLE_SL, ROLE_EXIT, ROLE_TIME = 0, 1, 1000, 1001  # tp k -> 1 + k
+ROLE_ADD, ROLE_OUT = 2000, 3000  # scale-in / scale-out order number n of the trade -> base + n
 # order record columns
 (
     O_TYPE,
@@ -93,8 +108,15 @@ O_NCOLS = 16
     S_HAVE_DAY,
     S_NSAME,
     S_CLOSED,
-) = range(20)
-S_N = 20
+    S_ENTRIES,
+    S_FIRST_FILL,
+    S_SL_QTY,
+    S_SCALE_SLOT,
+    S_SCALE_N,
+    S_NLEGS,
+    S_NPEND,
+) = range(27)
+S_N = 27
 # trade record columns (then targets, then exit-reason roles)
 (
     T_COUNTER,
@@ -144,8 +166,18 @@ T_BASE = 19
     P_TAKER_DEN,
     P_SLIP,
     P_SAME_BAR,
-) = range(24)
-P_N = 24
+    P_SHOT,
+    P_EXPIRES,
+    P_MAX_ENTRIES,
+    P_SCALE,
+    P_NIN,
+    P_NOUT,
+) = range(30)
+P_N = 30
+# after the S_N scalars, `st` holds the scale bookkeeping: legs[ntp], legs_filled[ntp],
+# adds[n_in], outs[n_out], then the queue of commands the strategy sends in answer to fills
+# (delivered after the bar, as BarLoop does): (kind, slot, qty) triplets
+PQ_AMEND, PQ_CANCEL = 0, 1
 # float parameters
 (
     Q_SL_VAL,
@@ -235,10 +267,81 @@ def _entry_ended(st: I64) -> None:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _cancel(k: int, ords: I64, st: I64) -> None:  # pragma: no cover - compiled
+def _push(st: I64, pi: I64, kind: int, slot: int, qty: int) -> None:  # pragma: no cover
+    """Queue a command (amend qty / cancel) the strategy sends in answer to an event."""
+    base = 2 * pi[P_NTP] + pi[P_NIN] + pi[P_NOUT] + 3 * st[S_NPEND]
+    st[S_N + base] = kind
+    st[S_N + base + 1] = slot
+    st[S_N + base + 2] = qty
+    st[S_NPEND] += 1
+
+
+@njit(cache=True)
+def _role_slot(ords: I64, st: I64, role: int) -> int:  # pragma: no cover - compiled
+    """The current trade's order with this role (client ids are unique per trade), or -1."""
+    for j in range(st[S_NORD]):
+        if ords[j, O_ROLE] == role:
+            return j
+    return -1
+
+
+@njit(cache=True)
+def _resize(
+    before: int, after: int, ords: I64, st: I64, pi: I64, cur: I64
+) -> None:  # pragma: no cover - compiled
+    """StrategyKernel._resize_exits: stop to `after` lots, each working leg to its share."""
+    if st[S_HAS_TRADE] == 0:
+        return
+    if cur[T_HAS_STOP] == 1 and after > 0 and after != st[S_SL_QTY]:
+        _push(st, pi, PQ_AMEND, _role_slot(ords, st, ROLE_SL), after)
+        st[S_SL_QTY] = after
+    if before > 0:
+        ntp = pi[P_NTP]
+        for k in range(st[S_NLEGS]):
+            q = st[S_N + k]
+            if q <= 0:
+                continue
+            new = q * after // before
+            if new == q:
+                continue
+            slot = _role_slot(ords, st, 2 + k)
+            if new > 0:
+                _push(st, pi, PQ_AMEND, slot, st[S_N + ntp + k] + new)
+            else:
+                _push(st, pi, PQ_CANCEL, slot, 0)
+            st[S_N + k] = new
+
+
+@njit(cache=True)
+def _cancel(k: int, ords: I64, st: I64, pi: I64, cur: I64) -> None:  # pragma: no cover
     ords[k, O_LIVE] = 0
     if ords[k, O_ROLE] == ROLE_ENTRY and st[S_ENTRY_LIVE] == 1 and st[S_ENTRY_SLOT] == k:
         _entry_ended(st)
+    elif st[S_SCALE_SLOT] == k and st[S_HAS_TRADE] == 1:  # an add/out that did not fill
+        st[S_SCALE_SLOT] = -1
+        if cur[T_HAS_STOP] == 1 and st[S_POS] != 0:
+            _resize(0, abs(st[S_POS]), ords, st, pi, cur)
+
+
+@njit(cache=True)
+def _deliver(ords: I64, st: I64, pi: I64, cur: I64) -> None:  # pragma: no cover
+    """Send the queued commands in order, with the kernel's checks (a dead order or a qty not
+    above the filled qty is denied; a denial changes nothing)."""
+    base = 2 * pi[P_NTP] + pi[P_NIN] + pi[P_NOUT]
+    e = 0
+    while e < st[S_NPEND]:  # a cancel may queue more (an add that did not fill)
+        kind = st[S_N + base + 3 * e]
+        slot = st[S_N + base + 3 * e + 1]
+        qty = st[S_N + base + 3 * e + 2]
+        e += 1
+        if slot < 0 or ords[slot, O_LIVE] == 0:
+            continue
+        if kind == PQ_AMEND:
+            if qty > ords[slot, O_FILLED]:
+                ords[slot, O_QTY] = qty
+        else:
+            _cancel(slot, ords, st, pi, cur)
+    st[S_NPEND] = 0
 
 
 @njit(cache=True)
@@ -328,22 +431,46 @@ def _fill(
     # strategy: OrderFilled
     if st[S_HAS_TRADE] == 1:
         cur[T_FEES] += fee
+        role = ords[k, O_ROLE]
+        scaling = pi[P_SCALE] == 1
         if st[S_ENTRY_LIVE] == 1 and st[S_ENTRY_SLOT] == k:
             if cur[T_ENTRY_QTY] == 0:
                 cur[T_ENTRY_TS] = ts_i
                 cur[T_ENTRY_BAR] = i
+                st[S_ENTRIES] += 1  # one_shot.max_entries counts trades opened
             cur[T_ENTRY_QTY] += q
             cur[T_ENTRY_COST] += q * price
             if leaves == 0:
                 st[S_ENTRY_LIVE] = 0
                 st[S_DEADLINE] = -1
+                if scaling:  # _bracket_placed: the legs the kernel places, cut to the fill
+                    st[S_FIRST_FILL] = cur[T_ENTRY_QTY]
+                    st[S_SL_QTY] = cur[T_ENTRY_QTY] if cur[T_HAS_STOP] == 1 else 0
+                    left = cur[T_ENTRY_QTY]
+                    nl = 0
+                    for t in range(plan_q.shape[0]):
+                        qq = plan_q[t] if plan_q[t] < left else left
+                        if qq <= 0:
+                            break
+                        left -= qq
+                        st[S_N + nl] = qq
+                        st[S_N + pi[P_NTP] + nl] = 0
+                        nl += 1
+                    st[S_NLEGS] = nl
             st[S_PHASE] = PH_MANAGING
+        elif scaling and ROLE_ADD < role < ROLE_OUT:
+            open_before = cur[T_ENTRY_QTY] - cur[T_EXIT_QTY]
+            cur[T_ENTRY_QTY] += q
+            cur[T_ENTRY_COST] += q * price
+            if leaves == 0:
+                st[S_SCALE_SLOT] = -1
+            _resize(open_before, open_before + q, ords, st, pi, cur)
         else:
+            open_before = cur[T_ENTRY_QTY] - cur[T_EXIT_QTY]
             cur[T_EXIT_TS] = ts_i
             cur[T_EXIT_BAR] = i
             cur[T_EXIT_QTY] += q
             cur[T_EXIT_COST] += q * price
-            role = ords[k, O_ROLE]
             base = T_BASE + pi[P_NTP]
             seen = False
             for r in range(cur[T_NREASON]):
@@ -352,6 +479,21 @@ def _fill(
             if not seen:
                 cur[base + cur[T_NREASON]] = role
                 cur[T_NREASON] += 1
+            if scaling:
+                if st[S_NLEGS] > 0 and 2 <= role < ROLE_EXIT:
+                    leg = role - 2
+                    if leg < st[S_NLEGS]:
+                        st[S_N + leg] -= q
+                        st[S_N + pi[P_NTP] + leg] += q
+                    if open_before - q > 0:
+                        _resize(0, open_before - q, ords, st, pi, cur)
+                elif role == ROLE_SL:
+                    st[S_SL_QTY] -= q
+                if role > ROLE_OUT:
+                    if leaves == 0:
+                        st[S_SCALE_SLOT] = -1
+                    if open_before - q > 0:
+                        _resize(open_before, open_before - q, ords, st, pi, cur)
     # strategy: PositionUpdate
     if was_open and st[S_POS] == 0 and st[S_PHASE] == PH_MANAGING:
         gross = cur[T_EXIT_COST] - cur[T_ENTRY_COST]
@@ -365,6 +507,8 @@ def _fill(
         st[S_HAS_TRADE] = 0
         st[S_EXIT_SENT] = 0
         st[S_ENTRY_LIVE] = 0
+        st[S_SCALE_SLOT] = -1
+        st[S_NLEGS] = 0
         st[S_PHASE] = PH_EXITED
     if leaves == 0:
         ords[k, O_LIVE] = 0
@@ -421,7 +565,7 @@ def _fill(
     if st[S_POS] == 0:
         for j in range(st[S_NORD]):
             if ords[j, O_LIVE] == 1 and ords[j, O_REDUCE] == 1:
-                _cancel(j, ords, st)
+                _cancel(j, ords, st, pi, cur)
 
 
 @njit(cache=True)
@@ -498,17 +642,31 @@ def _match(
         if ords[k, O_REDUCE] == 1:
             pos = st[S_POS]
             if pos == 0 or (pos > 0) == (side > 0):
-                _cancel(k, ords, st)
+                _cancel(k, ords, st, pi, cur)
                 return
             q = min(q, abs(pos))
         if tif == TIF_FOK and q < leaves:
             q = 0
         if q > 0:
             _fill(
-                k, q, price, maker, at_open, i, ts_i, ords, st, pi, pf, cur, plan_px, plan_q, same
+                k,
+                q,
+                price,
+                maker,
+                at_open,
+                i,
+                ts_i,
+                ords,
+                st,
+                pi,
+                pf,
+                cur,
+                plan_px,
+                plan_q,
+                same,
             )
     if immediate and opportunity and ords[k, O_LIVE] == 1:
-        _cancel(k, ords, st)
+        _cancel(k, ords, st, pi, cur)
 
 
 @njit(cache=True)
@@ -654,15 +812,24 @@ def _run(
     tp_val: F64,
     tp_size: F64,
     tp_full: npt.NDArray[np.bool_],
+    in_when: npt.NDArray[np.bool_],
+    in_pct: F64,
+    in_max: I64,
+    out_when: npt.NDArray[np.bool_],
+    out_pct: F64,
 ) -> tuple[I64, int, F64, I64, I64]:  # pragma: no cover - compiled
     """The whole backtest: returns (trade rows, n trades, equity, position, [traded, fees])."""
     n = ts.shape[0]
     ntp = tp_val.shape[0]
-    cap_orders = ntp + 4
+    n_in = in_pct.shape[0]
+    n_out = out_pct.shape[0]
+    cap_orders = ntp + 4 + int(in_max.sum()) + n_out
     ords = np.zeros((cap_orders, O_NCOLS), dtype=np.int64)
-    st = np.zeros(S_N, dtype=np.int64)
+    st = np.zeros(  # scalars, then the scale bookkeeping and its command queue
+        S_N + 2 * ntp + n_in + n_out + 3 * (ntp + 2) * (2 * cap_orders + 2), dtype=np.int64
+    )
     fs = np.zeros(2, dtype=np.float64)
-    width = T_BASE + ntp + ntp + 3
+    width = T_BASE + ntp + ntp + 3 + n_out
     cur = np.zeros(width, dtype=np.int64)
     trades = np.zeros((64, width), dtype=np.int64)
     plan_px = np.zeros(max(ntp, 1), dtype=np.int64)  # zero qty ends the ladder
@@ -675,6 +842,7 @@ def _run(
     equity = np.empty(n, dtype=np.float64)
     position = np.empty(n, dtype=np.int64)
     st[S_DEADLINE] = -1
+    st[S_SCALE_SLOT] = -1
     st[S_PAUSED_DAY] = -(2**62)
     st[S_PHASE] = PH_IDLE
     n_trades = 0
@@ -692,7 +860,7 @@ def _run(
         for e in range(ne):  # GTD expiry at the start of the bar
             k = eligible[e]
             if ords[k, O_LIVE] == 1 and ords[k, O_TIF] == TIF_GTD and ords[k, O_EXPIRE] <= ts_i:
-                _cancel(k, ords, st)
+                _cancel(k, ords, st, pi, cur)
         no = 0
         for cls in range(3):
             for e in range(ne):
@@ -706,7 +874,21 @@ def _run(
             k = ordered[e]
             if ords[k, O_LIVE] == 1:
                 _match(
-                    k, False, i, ts_i, o_i, h_i, l_i, ords, st, pi, pf, cur, plan_px, plan_q, same
+                    k,
+                    False,
+                    i,
+                    ts_i,
+                    o_i,
+                    h_i,
+                    l_i,
+                    ords,
+                    st,
+                    pi,
+                    pf,
+                    cur,
+                    plan_px,
+                    plan_q,
+                    same,
                 )
         nl = 0
         if st[S_NSAME] > 0:  # rule 15: children live in the parent's fill bar
@@ -768,6 +950,8 @@ def _run(
             k = live_kids[e]
             if ords[k, O_LIVE] == 1:
                 ords[k, O_RESTING] = 1
+        if st[S_NPEND] > 0:  # the strategy's answers to this bar's fills
+            _deliver(ords, st, pi, cur)
         if st[S_CLOSED] == 1:
             if n_trades == trades.shape[0]:
                 bigger = np.zeros((2 * n_trades, width), dtype=np.int64)
@@ -797,7 +981,10 @@ def _run(
             inv = invalid[i]
             ph = st[S_PHASE]
             if ph == PH_LOOKING and when[i]:
-                if not inv:
+                shot_ok = pi[P_SHOT] == 0 or (
+                    ts_dec < pi[P_EXPIRES] and st[S_ENTRIES] < pi[P_MAX_ENTRIES]
+                )
+                if not inv and shot_ok:
                     ref = close + pi[P_OFFSET] if pi[P_OTYPE] != OT_MARKET else close
                     if _plan(
                         ref,
@@ -838,6 +1025,10 @@ def _run(
                         tif = pi[P_TIF]
                         st[S_DEADLINE] = i + timeout if timeout > 0 and tif != TIF_GTD else -1
                         st[S_NORD] = 0
+                        st[S_SCALE_SLOT] = -1
+                        st[S_SCALE_N] = 0
+                        st[S_NLEGS] = 0
+                        st[S_N + 2 * ntp : S_N + 2 * ntp + n_in + n_out] = 0
                         otype = pi[P_OTYPE]
                         expire = ts_dec + timeout * tf if tif == TIF_GTD else 0
                         bracket = 1 if (plan_out[1] == 1 or plan_out[4] > 0) else 0
@@ -859,13 +1050,17 @@ def _run(
                         st[S_ENTRY_LIVE] = 1
                         st[S_ENTRY_SLOT] = k
                         if otype != OT_MARKET and not 0 < ref <= MAX_TICKS:
-                            _cancel(k, ords, st)  # OrderDenied(INVALID_PRICE)
-            elif ph == PH_ENTERED and inv and st[S_ENTRY_LIVE] == 1:
-                _cancel(st[S_ENTRY_SLOT], ords, st)
+                            _cancel(k, ords, st, pi, cur)  # OrderDenied(INVALID_PRICE)
+            elif (
+                ph == PH_ENTERED
+                and st[S_ENTRY_LIVE] == 1
+                and (inv or (pi[P_SHOT] == 1 and ts_dec >= pi[P_EXPIRES]))
+            ):  # invalid_if, or one_shot: cancelled at the first decision from expiry on
+                _cancel(st[S_ENTRY_SLOT], ords, st, pi, cur)
                 st[S_DEADLINE] = -1
             elif ph == PH_ENTERED:
                 if st[S_DEADLINE] >= 0 and i >= st[S_DEADLINE] and st[S_ENTRY_LIVE] == 1:
-                    _cancel(st[S_ENTRY_SLOT], ords, st)
+                    _cancel(st[S_ENTRY_SLOT], ords, st, pi, cur)
                     st[S_DEADLINE] = -1
             elif ph == PH_MANAGING and st[S_EXIT_SENT] == 0:
                 # _manage_stop: break-even and trailing
@@ -934,6 +1129,76 @@ def _run(
                             i + 1,
                             0,
                         )
+                elif (
+                    pi[P_SCALE] == 1
+                    and st[S_ENTRY_LIVE] == 0
+                    and st[S_SCALE_SLOT] < 0
+                    and st[S_POS] != 0
+                ):  # StrategyKernel._scale: scale-out rules first, then scale-in
+                    held_q = abs(st[S_POS])
+                    done = False
+                    for r in range(n_out):
+                        if st[S_N + 2 * ntp + n_in + r] == 1 or not out_when[r, i]:
+                            continue
+                        st[S_N + 2 * ntp + n_in + r] = 1
+                        lots = int(math.floor(held_q * out_pct[r] / 100))  # noqa: RUF046
+                        if lots <= 0:
+                            continue
+                        st[S_SCALE_N] += 1
+                        st[S_SCALE_SLOT] = _add_order(
+                            ords,
+                            st,
+                            OT_MARKET,
+                            -sign,
+                            lots,
+                            0,
+                            0,
+                            TIF_GTC,
+                            0,
+                            1,
+                            ROLE_OUT + st[S_SCALE_N],
+                            i + 1,
+                            0,
+                        )
+                        done = True
+                        break
+                    for r in range(n_in):
+                        if done:
+                            break
+                        if st[S_N + 2 * ntp + r] >= in_max[r] or not in_when[r, i]:
+                            continue
+                        st[S_N + 2 * ntp + r] += 1
+                        lots = int(math.floor(st[S_FIRST_FILL] * in_pct[r] / 100))  # noqa: RUF046
+                        cap = int(  # noqa: RUF046
+                            math.floor(
+                                eq * pf[Q_MAX_POS] / 100 / (close * pf[Q_TICK]) / pf[Q_LOT] + 1e-9
+                            )
+                        )
+                        if held_q + lots > cap:
+                            lots = cap - held_q
+                        if lots <= 0:
+                            continue
+                        st[S_SCALE_N] += 1
+                        st[S_SCALE_SLOT] = _add_order(
+                            ords,
+                            st,
+                            OT_MARKET,
+                            sign,
+                            lots,
+                            0,
+                            0,
+                            TIF_GTC,
+                            0,
+                            0,
+                            ROLE_ADD + st[S_SCALE_N],
+                            i + 1,
+                            0,
+                        )
+                        if cur[T_HAS_STOP] == 1:  # cover the add before it can fill
+                            _resize(0, held_q + lots, ords, st, pi, cur)
+                        done = True
+        if st[S_NPEND] > 0:
+            _deliver(ords, st, pi, cur)
         equity[i] = _equity(st, close, pf)
         position[i] = st[S_POS]
     totals = np.zeros(2, dtype=np.int64)
@@ -1083,6 +1348,13 @@ def _params(artifact: Artifact, graph: SignalGraph, tf_ns: int, atr_warmup: int)
     pi[P_TAKER_NUM], pi[P_TAKER_DEN] = _fee_fraction(a.backtest.taker_fee_bps)
     pi[P_SLIP] = a.backtest.slippage_ticks
     pi[P_SAME_BAR] = 1 if bracket_same_bar() else 0
+    pi[P_NIN] = len(a.entry.scale_in or ())
+    pi[P_NOUT] = len(a.exit.scale_out or ())
+    pi[P_SCALE] = 1 if pi[P_NIN] or pi[P_NOUT] else 0
+    if a.one_shot is not None:
+        pi[P_SHOT] = 1
+        pi[P_EXPIRES] = a.one_shot.expires_at
+        pi[P_MAX_ENTRIES] = a.one_shot.max_entries
     inst = a.instrument
     pf[Q_TICK] = float(inst.price_increment)
     pf[Q_LOT] = float(inst.size_increment)
@@ -1100,26 +1372,18 @@ def fast_backtest(
     bars: pl.DataFrame,
     *,
     record_nodes: tuple[str, ...] = (),
+    data_bars: Mapping[str, pl.DataFrame] | None = None,
 ) -> FastResult:
     """Run the artifact over `bars` on the fast path; same trades and equity as `run_backtest`.
 
-    Raises FastPathUnsupported (naming the node or field) when the artifact needs the
-    event-driven loop, and BacktestError for data that cannot run (as `run_backtest` does).
+    `data_bars` maps the symbols of the artifact's `data:` inputs to their bars, as for
+    `run_backtest` (same alignment, same `hold`/`error` rule, same errors). Raises
+    FastPathUnsupported (naming the node or field) when the artifact needs the event-driven loop
+    (or has data inputs and no `data_bars` at all), and BacktestError for data that cannot run
+    (as `run_backtest` does).
     """
-    if artifact.data:
-        raise FastPathUnsupported(
-            f"data inputs ({', '.join(sorted(artifact.data))}: other symbols' bars) run on the "
-            "event-driven path only: use run_backtest with data_bars"
-        )
-    if artifact.one_shot is not None:
-        raise FastPathUnsupported(
-            "one_shot (expiry, max_entries) runs on the event-driven path only: use run_backtest"
-        )
-    if artifact.entry.scale_in or artifact.exit.scale_out:
-        raise FastPathUnsupported(
-            "entry.scale_in / exit.scale_out run on the event-driven path only: use run_backtest"
-        )
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
+    streams = load_data(artifact, data_bars)  # checked before the warm-up, as run_backtest does
     n = bars.height
     period = _atr_period(artifact)
     atr_warmup = make_stream("ATR", {"period": period}).warmup if period else 0
@@ -1151,19 +1415,32 @@ def fast_backtest(
             "fast path does not: clean the data or use the event-driven path"
         )
     a = artifact
+    scale_in = a.entry.scale_in or []
+    scale_out = a.exit.scale_out or []
     need = (
         _cond_nodes(a.entry.when)
         | _cond_nodes(a.entry.invalid_if)
         | _cond_nodes(a.exit.when)
         | set(record_nodes)
     )
+    for rule_in in scale_in:
+        need |= _cond_nodes(rule_in.when)
+    for rule_out in scale_out:
+        need |= _cond_nodes(rule_out.when)
     sl = a.exit.stop_loss
     if sl is not None and sl.level is not None:
         need.add(sl.level)
-    values = evaluate(a, graph, bars, only=need)
+    aux = align_data(streams, ts, tf_ns) if a.data else None
+    values = evaluate(a, graph, bars, only=need, data=aux)
     when = _condition(a.entry.when, values, n)
     invalid = _condition(a.entry.invalid_if, values, n)
     exit_when = _condition(a.exit.when, values, n)
+    in_when = np.zeros((len(scale_in), n), dtype=np.bool_)
+    for r, rule_in in enumerate(scale_in):
+        in_when[r] = _condition(rule_in.when, values, n)
+    out_when = np.zeros((len(scale_out), n), dtype=np.bool_)
+    for r, rule_out in enumerate(scale_out):
+        out_when[r] = _condition(rule_out.when, values, n)
     level = (
         np.asarray(values[sl.level], dtype=np.float64)
         if sl is not None and sl.level is not None
@@ -1210,6 +1487,11 @@ def fast_backtest(
         tp_val,
         tp_size,
         tp_full,
+        in_when,
+        np.array([x.size_pct for x in scale_in], dtype=np.float64),
+        np.array([x.max_adds for x in scale_in], dtype=np.int64),
+        out_when,
+        np.array([x.size_pct for x in scale_out], dtype=np.float64),
     )
     ntp = len(tps)
     trades = [_trade(a, r, ntp) for r in rows[:n_trades].tolist()]
@@ -1232,7 +1514,9 @@ def fast_backtest(
 @lru_cache(maxsize=256)
 def _reason(roles: tuple[int, ...]) -> str:
     """Trade.exit_reason: the roles of the exit fills in order of first appearance, '+'-joined."""
-    return "+".join(_ROLE_NAMES.get(x, f"tp{x - 1}") for x in roles)
+    return "+".join(
+        _ROLE_NAMES.get(x, f"out{x - ROLE_OUT}" if x > ROLE_OUT else f"tp{x - 1}") for x in roles
+    )
 
 
 def _trade(a: Artifact, r: list[int], ntp: int) -> Trade:

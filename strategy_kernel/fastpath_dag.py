@@ -13,6 +13,8 @@ The values equal what `strategy_kernel.dag.DagEvaluator` holds after each bar, n
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -43,7 +45,7 @@ from artifacts.schema import (
 from feeds.schema import timeframe_to_ns
 from indicators.registry import get_indicator
 from indicators.streaming import run_stream
-from strategy_kernel.errors import StrategyError
+from strategy_kernel.errors import BacktestError, StrategyError
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -293,6 +295,116 @@ def _local_fields(ts: npt.NDArray[np.int64], tz: str) -> tuple[npt.NDArray[np.in
     return wd, mi
 
 
+# ----------------------------------------------------------------------------- data inputs
+
+
+@dataclass(frozen=True)
+class DataStream:
+    """One `data:` input's bars as arrays (what `strategy_kernel.multidata.DataFeed` delivers)."""
+
+    name: str
+    symbol: str
+    timeframe: str
+    tf_ns: int
+    on_missing: str
+    ts: npt.NDArray[np.int64]
+    cols: dict[str, FloatArray]
+
+
+@dataclass(frozen=True)
+class AlignedData:
+    """Data inputs on the instrument's bars: `values` of `<input>.<column>` after each bar (held,
+    NaN before the input's first visible bar) and `ticks` of each clock `data:<input>`."""
+
+    values: dict[str, FloatArray]
+    ticks: dict[str, BoolArray]
+
+
+def load_data(artifact: Artifact, frames: Mapping[str, pl.DataFrame] | None) -> list[DataStream]:
+    """Check and read the frames of the artifact's `data:` inputs, in delivery (name) order.
+
+    Same checks and messages as `DataFeed` (BacktestError); FastPathUnsupported when the artifact
+    has data inputs but no frames were passed at all (the caller then runs the event path).
+    """
+    from feeds.validate import check_bars
+
+    inputs = artifact.data or {}
+    if not inputs:
+        return []
+    if frames is None:
+        raise FastPathUnsupported(
+            f"data inputs ({', '.join(sorted(inputs))}: other symbols' bars) need their bars: "
+            "pass data_bars={symbol: frame} to fast_backtest (as to run_backtest)"
+        )
+    missing = sorted({i.symbol for i in inputs.values()} - set(frames))
+    if missing:
+        raise BacktestError(
+            f"the artifact reads {', '.join(missing)} (data:) but no bars were given for it: "
+            "pass them as data_bars={symbol: frame}"
+        )
+    out: list[DataStream] = []
+    for name in sorted(inputs):
+        spec = inputs[name]
+        frame = frames[spec.symbol]
+        report = check_bars(frame, spec.timeframe)
+        if not report.ok:
+            raise BacktestError(
+                f"data.{name} ({spec.symbol}) bars are not usable:\n{report.summary()}"
+            )
+        ts = np.asarray(frame["ts_ns"].to_numpy(), dtype=np.int64)
+        tf_ns = timeframe_to_ns(spec.timeframe)
+        if ts.shape[0] > 1 and int(np.median(np.diff(ts))) != tf_ns:
+            raise BacktestError(
+                f"data.{name} ({spec.symbol}): the bars are "
+                f"{int(np.median(np.diff(ts))) / 1e9:g} s apart but data.{name}.timeframe is "
+                f"{spec.timeframe}; resample the data or fix the timeframe"
+            )
+        cols = {c: np.asarray(frame[c].to_numpy(), dtype=np.float64) for c in PRICE_COLUMNS}
+        out.append(DataStream(name, spec.symbol, spec.timeframe, tf_ns, spec.on_missing, ts, cols))
+    return out
+
+
+def align_data(streams: list[DataStream], ts: npt.NDArray[np.int64], base_ns: int) -> AlignedData:
+    """`DataFeed.due` over every instrument bar at once (instrument ts strictly increasing).
+
+    At decision D = ts + timeframe the input bars closed by D are visible; the newest is delivered
+    when it is new (its clock ticks), else the columns hold. A decision on the input's grid with no
+    input bar closing exactly then is missing: `hold` keeps the values, `error` raises the
+    BacktestError the event path raises at the first such bar (inputs in name order).
+    """
+    decision = ts + base_ns
+    values: dict[str, FloatArray] = {}
+    ticks: dict[str, BoolArray] = {}
+    first_error: tuple[int, str] | None = None
+    for s in streams:
+        n_aux = s.ts.shape[0]
+        closes = s.ts + s.tf_ns
+        seen = np.searchsorted(closes, decision, side="right")  # input bars closed by D
+        last = np.maximum(seen - 1, 0)
+        prev = np.concatenate((np.zeros(1, dtype=seen.dtype), seen[:-1]))
+        ticks[f"data:{s.name}"] = np.asarray(seen > prev, dtype=np.bool_)
+        for c in PRICE_COLUMNS:
+            col = s.cols[c]
+            values[f"{s.name}.{c}"] = (
+                np.where(seen > 0, col[last], np.nan) if n_aux else np.full(ts.shape[0], np.nan)
+            )
+        if s.on_missing == "error" and n_aux:
+            on_grid = (decision - s.ts[0]) % s.tf_ns == 0
+            missing = on_grid & (seen > 0) & (closes[last] != decision)
+            if missing.any():
+                i = int(np.argmax(missing))
+                d = int(decision[i])
+                msg = (
+                    f"data.{s.name}: no {s.symbol} {s.timeframe} bar closes at ts {d} (open ts "
+                    f"{d - s.tf_ns}); fill the gap in the data or set data.{s.name}.on_missing: hold"
+                )
+                if first_error is None or i < first_error[0]:
+                    first_error = (i, msg)
+    if first_error is not None:
+        raise BacktestError(first_error[1])
+    return AlignedData(values, ticks)
+
+
 # ----------------------------------------------------------------------------- the evaluator
 
 
@@ -311,12 +423,15 @@ def evaluate(
     bars: pl.DataFrame,
     *,
     only: set[str] | None = None,
+    data: AlignedData | None = None,
 ) -> dict[str, Series]:
     """Every node's value after each bar, as arrays (float64 or bool) keyed by node id
-    (the price columns are included, as the DAG's values are).
+    (the price columns are included, as the DAG's values are, and `<input>.<column>` of data
+    inputs).
 
-    Raises FastPathUnsupported for python and sentiment nodes (they need the event loop).
-    `only` limits the work to these nodes and what they depend on.
+    Raises FastPathUnsupported for python and sentiment nodes (they need the event loop) and for
+    data inputs without `data` (`align_data(load_data(...))`). `only` limits the work to these
+    nodes and what they depend on.
     """
     bad = unsupported_node(artifact, graph)
     if bad is not None:
@@ -331,6 +446,17 @@ def evaluate(
     values: dict[str, Series] = dict(cols)
     clocks: dict[str, frozenset[str]] = {c: frozenset({"base"}) for c in PRICE_COLUMNS}
     ticks: dict[str, BoolArray] = {"base": np.ones(n, dtype=np.bool_)}
+    if artifact.data:  # other symbols' columns tick on clocks of their own
+        if data is None:
+            raise FastPathUnsupported(
+                f"data inputs ({', '.join(sorted(artifact.data))}) need their bars: pass "
+                "data=align_data(load_data(artifact, data_bars), ts, timeframe_ns)"
+            )
+        for name in artifact.data:
+            for c in PRICE_COLUMNS:
+                values[f"{name}.{c}"] = data.values[f"{name}.{c}"]
+                clocks[f"{name}.{c}"] = frozenset({f"data:{name}"})
+            ticks[f"data:{name}"] = data.ticks[f"data:{name}"]
     order = graph.order
     if only is not None:
         need: set[str] = set()

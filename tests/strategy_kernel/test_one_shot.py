@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from artifacts.graph import check
 from artifacts.schema import Artifact
 from feeds.synthetic import generate_bars
 from strategy_kernel.backtest import run_backtest
-from strategy_kernel.fastpath import FastPathUnsupported, fast_backtest
+from strategy_kernel.fastpath import fast_backtest
 
 START = 1_704_067_200_000_000_000
 HOUR = 3_600_000_000_000
@@ -69,7 +70,9 @@ def test_working_entry_is_cancelled_at_expiry(tmp_path: Path) -> None:
     assert next(r for r in recs if r.get("action") == "enter")["ts_ns"] < START + 10 * HOUR
 
 
-def test_fast_path_refuses_one_shot() -> None:
+def test_fast_path_runs_one_shot_trade_for_trade() -> None:
     a = shot(expires_bar=10)
-    with pytest.raises(FastPathUnsupported, match="one_shot"):
-        fast_backtest(a, check(a), generate_bars(seed=4, start_ns=START, n=30, timeframe="1h"))
+    bars = generate_bars(seed=4, start_ns=START, n=30, timeframe="1h")
+    ev, fp = run_backtest(a, check(a), bars), fast_backtest(a, check(a), bars)
+    assert fp.trades == ev.trades and np.array_equal(fp.equity, ev.equity)
+    assert np.array_equal(fp.position, ev.position)

@@ -21,7 +21,7 @@ from order_kernel import messages as m
 from order_kernel.kernel import OrderKernel
 from order_kernel.venues.sim import SimVenue
 from strategy_kernel.backtest import instrument_spec, run_backtest
-from strategy_kernel.fastpath import FastPathUnsupported, fast_backtest
+from strategy_kernel.fastpath import fast_backtest
 
 START = 1_704_067_200_000_000_000
 
@@ -168,12 +168,14 @@ def test_no_scaling_when_max_adds_used_up(
     assert outs and max(outs.values()) == 1
 
 
-def test_fast_path_refuses_scaling(
+def test_fast_path_scales_trade_for_trade(
     sma_artifact: tuple[Artifact, SignalGraph], sample_bars: pl.DataFrame
 ) -> None:
     a = scaled(sma_artifact[0])
-    with pytest.raises(FastPathUnsupported, match=r"scale_in / exit\.scale_out"):
-        fast_backtest(a, check(a), sample_bars.head(500))
+    bars = sample_bars.head(1500)
+    ev, fp = run_backtest(a, check(a), bars), fast_backtest(a, check(a), bars)
+    assert fp.trades == ev.trades and any("out" in t.exit_reason for t in ev.trades)
+    assert np.array_equal(fp.equity, ev.equity) and np.array_equal(fp.position, ev.position)
 
 
 def _yaml(extra_entry: str = "", extra_exit: str = "") -> str:

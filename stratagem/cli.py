@@ -347,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=2, help="parallel workers (default 2)")
     p.add_argument("--address", help="Dask scheduler address (with --executor dask)")
+    p.add_argument(
+        "--bars",
+        action="append",
+        metavar="SYMBOL=FILE",
+        help="bars of a `data:` input's symbol (repeatable), as for `stratagem run`",
+    )
     p.add_argument("--data", help="bars as CSV or parquet (default: the bundled sample data)")
     p.add_argument(
         "--from", dest="start", type=_parse_date_ns, help="first bar time, ISO date (UTC)"

@@ -71,9 +71,12 @@ def run_sweep_cli(args: argparse.Namespace, default_data: Path) -> int:
     artifact_path = Path(args.artifact)
     artifact, lines = load_with_lines(artifact_path)
     check(artifact, str(artifact_path), lines)
-    bars = read_bars(
-        Path(args.data) if args.data else default_data, start_ns=args.start, end_ns=args.end
-    )
+    data_path = Path(args.data) if args.data else default_data
+    bars = read_bars(data_path, start_ns=args.start, end_ns=args.end)
+    from stratagem.portfolio_cli import parse_bars_options
+    from stratagem.run import data_inputs
+
+    extra = data_inputs(artifact, parse_bars_options(args.bars), data_path, args.start, args.end)
     axes = [parse_axis(spec) for spec in args.param]
     combos = combinations(axes, random_n=args.random, seed=args.seed)
     if args.workers < 1:
@@ -84,6 +87,7 @@ def run_sweep_cli(args: argparse.Namespace, default_data: Path) -> int:
         "workers": args.workers,
         "address": args.address,
         "engine": args.engine,
+        "data_bars": {sym: df for sym, (_, df) in extra.items()} if artifact.data else None,
     }
     if args.walk_forward:
         try:

@@ -164,6 +164,7 @@ class SweepTask:
     bars: pl.DataFrame
     index: int
     engine: str = "auto"
+    data_bars: dict[str, pl.DataFrame] | None = None  # the `data:` inputs' bars, by symbol
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def evaluate(task: SweepTask) -> SweepResult:
         art, graph = _apply(base, task.params)
         if engine == "fast":
             try:
-                fast = fast_backtest(art, graph, task.bars)
+                fast = fast_backtest(art, graph, task.bars, data_bars=task.data_bars)
             except FastPathUnsupported:
                 if task.engine == "fast":
                     raise
@@ -203,7 +204,7 @@ def evaluate(task: SweepTask) -> SweepResult:
                     "",
                     engine="fast",
                 )
-        result = run_backtest(art, graph, task.bars)
+        result = run_backtest(art, graph, task.bars, data_bars=task.data_bars)
     except StrategyError as exc:
         return SweepResult(task.index, task.params, {}, 0, "", error=str(exc), engine=engine)
     return SweepResult(
@@ -329,6 +330,7 @@ def sweep(
     progress: Callable[[int], None] | None = None,
     engine: str = "auto",
     runner: _Runner | None = None,
+    data_bars: Mapping[str, pl.DataFrame] | None = None,
 ) -> list[SweepResult]:
     """Backtest every combination; results in combination order. Invalid combos fail up front."""
     if engine not in ENGINES:
@@ -337,7 +339,8 @@ def sweep(
     for p in params:
         apply_params(artifact, p)  # fail fast, in the caller, with the path and value named
     data = to_data(artifact)
-    tasks = [SweepTask(data, p, bars, i, engine) for i, p in enumerate(params)]
+    extra = dict(data_bars) if data_bars is not None else None
+    tasks = [SweepTask(data, p, bars, i, engine, extra) for i, p in enumerate(params)]
     if runner is not None:
         return runner.run(tasks, progress)
     with _Runner(executor, workers, address) as own:
@@ -375,12 +378,14 @@ def walk_forward(
     address: str | None = None,
     progress: Callable[[int], None] | None = None,
     engine: str = "auto",
+    data_bars: Mapping[str, pl.DataFrame] | None = None,
 ) -> list[WalkForwardFold]:
     """Optimise on each train window, then run the winner on the following test window.
 
     The test run starts `warm-up` bars before the test window so indicators are defined when it
     begins; no trade can happen in those bars (the strategy is still warming up). The train
-    windows run on `engine`; every test window runs on the event-driven kernels.
+    windows run on `engine`; every test window runs on the event-driven kernels. `data_bars`
+    (the artifact's `data:` inputs) are given whole to every window: they are read point in time.
     """
     if train_bars <= 0 or test_bars <= 0:
         raise SweepError("walk-forward needs positive train and test lengths")
@@ -402,12 +407,22 @@ def walk_forward(
                 progress=progress,
                 engine=engine,
                 runner=runner,
+                data_bars=data_bars,
             )
             winner = best(results, objective)
             art = apply_params(artifact, winner.params)
             warm = check(art).warmup
             lo = max(0, te[0] - warm - 1)
-            test = evaluate(SweepTask(to_data(art), {}, bars[lo : te[1]], 0, "event"))
+            test = evaluate(
+                SweepTask(
+                    to_data(art),
+                    {},
+                    bars[lo : te[1]],
+                    0,
+                    "event",
+                    dict(data_bars) if data_bars is not None else None,
+                )
+            )
             folds.append(
                 WalkForwardFold(tr, te, dict(winner.params), winner.objective(objective), test)
             )

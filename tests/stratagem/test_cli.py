@@ -364,3 +364,38 @@ def test_paper_run_with_funding_writes_the_backtests_logs(
     assert "byte-identical" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "bt" / "metrics.json").read_text())["metrics"]
     assert metrics["funding_paid"] > 0
+
+
+def test_sweep_command_feeds_data_inputs_from_bars_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import polars as pl
+
+    from feeds.files import write_bars
+    from feeds.synthetic import generate_bars
+
+    start = 1_704_067_200_000_000_000
+    for sym, seed in (("btc", 1), ("eth", 2)):
+        frame: pl.DataFrame = generate_bars(seed=seed, start_ns=start, n=900, timeframe="1h")
+        write_bars(frame, tmp_path / f"{sym}.csv")
+    (tmp_path / "a.yaml").write_text(
+        "schema: stratagem/v1\nname: btc-eth\nversion: 1\n"
+        "instrument: {venue: sim, symbol: BTC/USDT, timeframe: 1h}\n"
+        "data: {eth: {symbol: ETH/USDT, timeframe: 1h}}\n"
+        "nodes:\n"
+        "  fast: {kind: indicator, fn: SMA, inputs: [close], params: {period: 5}}\n"
+        "  slow: {kind: indicator, fn: SMA, inputs: [close], params: {period: 20}}\n"
+        "  golden: {kind: cross, a: fast, b: slow, direction: above}\n"
+        "  eth_sma: {kind: indicator, fn: SMA, inputs: [eth.close], params: {period: 10}}\n"
+        "  eth_up: {kind: threshold, input: eth.close, op: '>', value: eth_sma}\n"
+        "  go: {kind: all, inputs: [golden, eth_up]}\n"
+        "entry: {when: go, side: long}\n"
+        "exit: {stop_loss: {pct: 2.0}, when: {node: eth.close, op: '<', value: eth_sma}}\n"
+    )
+    args = ["sweep", str(tmp_path / "a.yaml"), "--param", "nodes.eth_sma.params.period=5,10"]
+    args += ["--data", str(tmp_path / "btc.csv"), "--executor", "serial", "--json"]
+    assert main([*args, "--bars", f"ETH/USDT={tmp_path / 'eth.csv'}"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["engine"] for r in rows] == ["fast", "fast"] and all(not r["error"] for r in rows)
+    err = _bad([*args, "--bars", f"SOL/USDT={tmp_path / 'eth.csv'}"], capsys)
+    assert "SOL/USDT" in err and "no `data:` input" in err

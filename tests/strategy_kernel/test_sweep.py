@@ -234,3 +234,20 @@ def test_auto_executor_starts_workers_only_when_worth_it(
     assert [(r.index, r.params, r.trades, r.engine) for r in auto] == [
         (r.index, r.params, r.trades, r.engine) for r in serial
     ]
+
+
+def test_sweep_with_data_inputs_runs_the_fast_path_like_the_kernels() -> None:
+    from test_multidata import art, bars
+
+    btc, eth = bars(1, 1200), bars(2, 1200)
+    combos = [{"nodes.eth_sma.params.period": p} for p in (5, 10, 20)]
+    data = {"ETH/USDT": eth}
+    auto = sweep(art(), btc, combos, executor="serial", data_bars=data)
+    event = sweep(art(), btc, combos, executor="serial", engine="event", data_bars=data)
+    assert [r.engine for r in auto] == ["fast"] * 3 and all(r.error is None for r in auto)
+    assert [(r.trades, _comparable(r.metrics)) for r in auto] == [
+        (r.trades, _comparable(r.metrics)) for r in event
+    ]
+    assert len({r.trades for r in auto}) > 1  # the swept input node matters
+    missing = sweep(art(), btc, combos[:1], executor="serial")  # no data bars given
+    assert missing[0].error and "ETH/USDT" in missing[0].error

@@ -46,6 +46,7 @@ from feeds.schema import timeframe_to_ns
 from indicators.registry import get_indicator
 from indicators.streaming import run_stream
 from strategy_kernel.errors import BacktestError, StrategyError
+from strategy_kernel.multidata import checked_inputs
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -326,8 +327,6 @@ def load_data(artifact: Artifact, frames: Mapping[str, pl.DataFrame] | None) -> 
     Same checks and messages as `DataFeed` (BacktestError); FastPathUnsupported when the artifact
     has data inputs but no frames were passed at all (the caller then runs the event path).
     """
-    from feeds.validate import check_bars
-
     inputs = artifact.data or {}
     if not inputs:
         return []
@@ -336,32 +335,18 @@ def load_data(artifact: Artifact, frames: Mapping[str, pl.DataFrame] | None) -> 
             f"data inputs ({', '.join(sorted(inputs))}: other symbols' bars) need their bars: "
             "pass data_bars={symbol: frame} to fast_backtest (as to run_backtest)"
         )
-    missing = sorted({i.symbol for i in inputs.values()} - set(frames))
-    if missing:
-        raise BacktestError(
-            f"the artifact reads {', '.join(missing)} (data:) but no bars were given for it: "
-            "pass them as data_bars={symbol: frame}"
+    return [
+        DataStream(
+            name,
+            spec.symbol,
+            spec.timeframe,
+            tf_ns,
+            spec.on_missing,
+            ts,
+            {c: np.asarray(frame[c].to_numpy(), dtype=np.float64) for c in PRICE_COLUMNS},
         )
-    out: list[DataStream] = []
-    for name in sorted(inputs):
-        spec = inputs[name]
-        frame = frames[spec.symbol]
-        report = check_bars(frame, spec.timeframe)
-        if not report.ok:
-            raise BacktestError(
-                f"data.{name} ({spec.symbol}) bars are not usable:\n{report.summary()}"
-            )
-        ts = np.asarray(frame["ts_ns"].to_numpy(), dtype=np.int64)
-        tf_ns = timeframe_to_ns(spec.timeframe)
-        if ts.shape[0] > 1 and int(np.median(np.diff(ts))) != tf_ns:
-            raise BacktestError(
-                f"data.{name} ({spec.symbol}): the bars are "
-                f"{int(np.median(np.diff(ts))) / 1e9:g} s apart but data.{name}.timeframe is "
-                f"{spec.timeframe}; resample the data or fix the timeframe"
-            )
-        cols = {c: np.asarray(frame[c].to_numpy(), dtype=np.float64) for c in PRICE_COLUMNS}
-        out.append(DataStream(name, spec.symbol, spec.timeframe, tf_ns, spec.on_missing, ts, cols))
-    return out
+        for name, spec, frame, ts, tf_ns in checked_inputs(artifact, frames)
+    ]
 
 
 def align_data(streams: list[DataStream], ts: npt.NDArray[np.int64], base_ns: int) -> AlignedData:

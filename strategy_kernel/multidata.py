@@ -45,51 +45,54 @@ class _Stream:
     next: int = 0
 
 
+def checked_inputs(
+    artifact: Artifact, frames: Mapping[str, pl.DataFrame]
+) -> list[tuple[str, DataInput, pl.DataFrame, npt.NDArray[np.int64], int]]:
+    """(name, spec, bars, ts, timeframe ns) of every `data:` input in delivery (name) order,
+    after the checks every engine applies (bars given, usable, on the declared timeframe)."""
+    from feeds.validate import check_bars
+
+    inputs = artifact.data or {}
+    missing = sorted({i.symbol for i in inputs.values()} - set(frames))
+    if missing:
+        raise BacktestError(
+            f"the artifact reads {', '.join(missing)} (data:) but no bars were given for it: "
+            "pass them as data_bars={symbol: frame}"
+        )
+    out = []
+    for name in sorted(inputs):  # deterministic delivery order
+        spec = inputs[name]
+        frame = frames[spec.symbol]
+        report = check_bars(frame, spec.timeframe)
+        if not report.ok:
+            raise BacktestError(
+                f"data.{name} ({spec.symbol}) bars are not usable:\n{report.summary()}"
+            )
+        ts = np.asarray(frame["ts_ns"].to_numpy(), dtype=np.int64)
+        tf_ns = timeframe_to_ns(spec.timeframe)
+        if ts.shape[0] > 1 and int(np.median(np.diff(ts))) != tf_ns:
+            raise BacktestError(
+                f"data.{name} ({spec.symbol}): the bars are "
+                f"{int(np.median(np.diff(ts))) / 1e9:g} s apart but data.{name}.timeframe is "
+                f"{spec.timeframe}; resample the data or fix the timeframe"
+            )
+        out.append((name, spec, frame, ts, tf_ns))
+    return out
+
+
 class DataFeed:
     """Delivers the data inputs' bars to a strategy kernel before each instrument bar's decision."""
 
     def __init__(
         self, artifact: Artifact, frames: Mapping[str, pl.DataFrame], main_tf_ns: int
     ) -> None:
-        from feeds.validate import check_bars
-
-        inputs = artifact.data or {}
-        missing = sorted({i.symbol for i in inputs.values()} - set(frames))
-        if missing:
-            raise BacktestError(
-                f"the artifact reads {', '.join(missing)} (data:) but no bars were given for it: "
-                "pass them as data_bars={symbol: frame}"
-            )
         self.main_tf_ns = main_tf_ns
         self.streams: list[_Stream] = []
-        for name in sorted(inputs):  # deterministic delivery order
-            spec = inputs[name]
-            frame = frames[spec.symbol]
-            report = check_bars(frame, spec.timeframe)
-            if not report.ok:
-                raise BacktestError(
-                    f"data.{name} ({spec.symbol}) bars are not usable:\n{report.summary()}"
-                )
-            ts = np.asarray(frame["ts_ns"].to_numpy(), dtype=np.int64)
-            tf_ns = timeframe_to_ns(spec.timeframe)
-            if ts.shape[0] > 1 and int(np.median(np.diff(ts))) != tf_ns:
-                raise BacktestError(
-                    f"data.{name} ({spec.symbol}): the bars are "
-                    f"{int(np.median(np.diff(ts))) / 1e9:g} s apart but data.{name}.timeframe is "
-                    f"{spec.timeframe}; resample the data or fix the timeframe"
-                )
+        for name, spec, frame, ts, tf_ns in checked_inputs(artifact, frames):
             cols = [
                 frame[c].to_numpy().tolist() for c in ("open", "high", "low", "close", "volume")
             ]
-            self.streams.append(
-                _Stream(
-                    name,
-                    spec,
-                    tf_ns,
-                    ts,
-                    list(zip(*cols, strict=True)),
-                )
-            )
+            self.streams.append(_Stream(name, spec, tf_ns, ts, list(zip(*cols, strict=True))))
 
     def due(self, main_ts_ns: int) -> list[tuple[str, BarValues | None, int]]:
         """(input, newly visible bar or None if missing, decision ts) for instrument bar `main_ts_ns`.

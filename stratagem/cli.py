@@ -353,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SYMBOL=FILE",
         help="bars of a `data:` input's symbol (repeatable), as for `stratagem run`",
     )
+    p.add_argument(
+        "--funding",
+        metavar="FILE",
+        help="funding rates charged to a perp in every run, as for `stratagem run`",
+    )
     p.add_argument("--data", help="bars as CSV or parquet (default: the bundled sample data)")
     p.add_argument(
         "--from", dest="start", type=_parse_date_ns, help="first bar time, ISO date (UTC)"

@@ -77,6 +77,13 @@ def run_sweep_cli(args: argparse.Namespace, default_data: Path) -> int:
     from stratagem.run import data_inputs
 
     extra = data_inputs(artifact, parse_bars_options(args.bars), data_path, args.start, args.end)
+    funding = None
+    if args.funding:
+        from feeds.funding import read_funding
+        from strategy_kernel.backtest import funding_schedule
+
+        funding = read_funding(Path(args.funding))
+        funding_schedule(artifact, bars, funding)  # refuse a spot artifact before any run
     axes = [parse_axis(spec) for spec in args.param]
     combos = combinations(axes, random_n=args.random, seed=args.seed)
     if args.workers < 1:
@@ -88,6 +95,7 @@ def run_sweep_cli(args: argparse.Namespace, default_data: Path) -> int:
         "address": args.address,
         "engine": args.engine,
         "data_bars": {sym: df for sym, (_, df) in extra.items()} if artifact.data else None,
+        "funding": funding,
     }
     if args.walk_forward:
         try:

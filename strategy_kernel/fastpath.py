@@ -115,8 +115,9 @@ O_NCOLS = 16
     S_SCALE_N,
     S_NLEGS,
     S_NPEND,
-) = range(27)
-S_N = 27
+    S_FUND,
+) = range(28)
+S_N = 28
 # trade record columns (then targets, then exit-reason roles)
 (
     T_COUNTER,
@@ -216,6 +217,7 @@ class FastResult:
     timeframe_ns: int
     traded_units: int  # sum of qty*price over every fill, notional units
     fees_units: int  # fees paid, notional units
+    funding_units: int = 0  # funding paid (received: < 0), notional units
     node_series: dict[str, npt.NDArray[np.float64] | npt.NDArray[np.bool_]] = field(
         default_factory=dict
     )
@@ -234,7 +236,7 @@ class FastResult:
                 trades=stats,
                 traded_notional=self.traded_units * unit,
                 fees_paid=self.fees_units * unit,
-                funding_paid=0.0,
+                funding_paid=self.funding_units * unit,
             )
         return self._metrics
 
@@ -245,6 +247,15 @@ class FastResult:
 @njit(cache=True)
 def _ceil_div(a: int, b: int) -> int:  # pragma: no cover - compiled
     return -((-a) // b)
+
+
+@njit(cache=True)
+def _funding_amount(notional: int, rate_ppb: int) -> int:  # pragma: no cover - compiled
+    """SimVenue.funding_amount, ceil(notional x rate_ppb / 1e9), exact in int64: notional is
+    split at 1e9 so no product exceeds 1e18 (|rate| <= 1e9 ppb)."""
+    hi = notional // 1_000_000_000
+    lo = notional - hi * 1_000_000_000
+    return hi * rate_ppb + _ceil_div(lo * rate_ppb, 1_000_000_000)
 
 
 @njit(cache=True)
@@ -681,7 +692,7 @@ def _match_class(ords: I64, k: int) -> int:  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _equity(st: I64, close: int, pf: F64) -> float:  # pragma: no cover - compiled
-    units = st[S_REAL] - st[S_FEES] + (st[S_POS] * close - st[S_COST])
+    units = st[S_REAL] - st[S_FEES] - st[S_FUND] + (st[S_POS] * close - st[S_COST])
     return float(pf[Q_EQ0] + units * pf[Q_UNIT])
 
 
@@ -817,8 +828,12 @@ def _run(
     in_max: I64,
     out_when: npt.NDArray[np.bool_],
     out_pct: F64,
+    fund_idx: I64,
+    fund_ppb: I64,
 ) -> tuple[I64, int, F64, I64, I64]:  # pragma: no cover - compiled
-    """The whole backtest: returns (trade rows, n trades, equity, position, [traded, fees])."""
+    """The whole backtest: returns (trade rows, n trades, equity, position,
+    [traded, fees, funding]). Bar i is charged the settlements fund_ppb[fund_idx[i]:fund_idx[i+1]]
+    after its matching, as the order kernel charges funding."""
     n = ts.shape[0]
     ntp = tp_val.shape[0]
     n_in = in_pct.shape[0]
@@ -950,6 +965,8 @@ def _run(
             k = live_kids[e]
             if ords[k, O_LIVE] == 1:
                 ords[k, O_RESTING] = 1
+        for e in range(fund_idx[i], fund_idx[i + 1]):  # SimVenue rule 12, after matching
+            st[S_FUND] += _funding_amount(st[S_POS] * cl[i], fund_ppb[e])
         if st[S_NPEND] > 0:  # the strategy's answers to this bar's fills
             _deliver(ords, st, pi, cur)
         if st[S_CLOSED] == 1:
@@ -1201,9 +1218,10 @@ def _run(
             _deliver(ords, st, pi, cur)
         equity[i] = _equity(st, close, pf)
         position[i] = st[S_POS]
-    totals = np.zeros(2, dtype=np.int64)
+    totals = np.zeros(3, dtype=np.int64)
     totals[0] = st[S_TRADED]
     totals[1] = st[S_FEES]
+    totals[2] = st[S_FUND]
     return trades, n_trades, equity, position, totals
 
 
@@ -1373,6 +1391,7 @@ def fast_backtest(
     *,
     record_nodes: tuple[str, ...] = (),
     data_bars: Mapping[str, pl.DataFrame] | None = None,
+    funding: pl.DataFrame | None = None,
 ) -> FastResult:
     """Run the artifact over `bars` on the fast path; same trades and equity as `run_backtest`.
 
@@ -1380,7 +1399,8 @@ def fast_backtest(
     `run_backtest` (same alignment, same `hold`/`error` rule, same errors). Raises
     FastPathUnsupported (naming the node or field) when the artifact needs the event-driven loop
     (or has data inputs and no `data_bars` at all), and BacktestError for data that cannot run
-    (as `run_backtest` does).
+    (as `run_backtest` does). `funding` (FUNDING_SCHEMA rows) is charged to a perp at each
+    settlement exactly as `run_backtest(funding=...)` charges it.
     """
     tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
     streams = load_data(artifact, data_bars)  # checked before the warm-up, as run_backtest does
@@ -1492,6 +1512,7 @@ def fast_backtest(
         np.array([x.max_adds for x in scale_in], dtype=np.int64),
         out_when,
         np.array([x.size_pct for x in scale_out], dtype=np.float64),
+        *_funding_per_bar(a, bars, ts, tf_ns, funding),
     )
     ntp = len(tps)
     trades = [_trade(a, r, ntp) for r in rows[:n_trades].tolist()]
@@ -1507,8 +1528,36 @@ def fast_backtest(
         timeframe_ns=tf_ns,
         traded_units=int(totals[0]),
         fees_units=int(totals[1]),
+        funding_units=int(totals[2]),
         node_series={k: values[k] for k in record_nodes},
     )
+
+
+def _funding_per_bar(
+    artifact: Artifact, bars: pl.DataFrame, ts: I64, tf_ns: int, funding: pl.DataFrame | None
+) -> tuple[I64, I64]:
+    """(offsets per bar, rates in ppb) of the settlements each bar is charged: the order kernel
+    charges every settlement before a bar's end that an earlier bar did not, at the rate
+    `SimVenue.funding_rate_ppb` gives it (newest published at or before; 0 before the first)."""
+    n = ts.shape[0]
+    if funding is None:
+        return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    from strategy_kernel.backtest import funding_schedule
+
+    sched = funding_schedule(artifact, bars, funding)
+    interval = sched.interval_ns
+    first = -(-int(ts[0]) // interval) * interval
+    ends = ts + tf_ns
+    count = max(0, -(-(int(ends[-1]) - first) // interval))
+    due = first + np.arange(count, dtype=np.int64) * np.int64(interval)
+    bar_of = np.searchsorted(ends, due, side="right")  # the first bar ending after it
+    pub = np.asarray(sched.ts_ns, dtype=np.int64)
+    k = np.searchsorted(pub, due, side="right") - 1
+    rates = np.asarray(sched.rate_ppb, dtype=np.int64)
+    ppb = np.where(k >= 0, rates[np.maximum(k, 0)], 0).astype(np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.bincount(bar_of, minlength=n)[:n])
+    return offsets, ppb
 
 
 @lru_cache(maxsize=256)

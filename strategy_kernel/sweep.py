@@ -165,6 +165,7 @@ class SweepTask:
     index: int
     engine: str = "auto"
     data_bars: dict[str, pl.DataFrame] | None = None  # the `data:` inputs' bars, by symbol
+    funding: pl.DataFrame | None = None  # a perp's funding rates (FUNDING_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,9 @@ def evaluate(task: SweepTask) -> SweepResult:
         art, graph = _apply(base, task.params)
         if engine == "fast":
             try:
-                fast = fast_backtest(art, graph, task.bars, data_bars=task.data_bars)
+                fast = fast_backtest(
+                    art, graph, task.bars, data_bars=task.data_bars, funding=task.funding
+                )
             except FastPathUnsupported:
                 if task.engine == "fast":
                     raise
@@ -204,7 +207,7 @@ def evaluate(task: SweepTask) -> SweepResult:
                     "",
                     engine="fast",
                 )
-        result = run_backtest(art, graph, task.bars, data_bars=task.data_bars)
+        result = run_backtest(art, graph, task.bars, data_bars=task.data_bars, funding=task.funding)
     except StrategyError as exc:
         return SweepResult(task.index, task.params, {}, 0, "", error=str(exc), engine=engine)
     return SweepResult(
@@ -331,6 +334,7 @@ def sweep(
     engine: str = "auto",
     runner: _Runner | None = None,
     data_bars: Mapping[str, pl.DataFrame] | None = None,
+    funding: pl.DataFrame | None = None,
 ) -> list[SweepResult]:
     """Backtest every combination; results in combination order. Invalid combos fail up front."""
     if engine not in ENGINES:
@@ -340,7 +344,7 @@ def sweep(
         apply_params(artifact, p)  # fail fast, in the caller, with the path and value named
     data = to_data(artifact)
     extra = dict(data_bars) if data_bars is not None else None
-    tasks = [SweepTask(data, p, bars, i, engine, extra) for i, p in enumerate(params)]
+    tasks = [SweepTask(data, p, bars, i, engine, extra, funding) for i, p in enumerate(params)]
     if runner is not None:
         return runner.run(tasks, progress)
     with _Runner(executor, workers, address) as own:
@@ -379,13 +383,15 @@ def walk_forward(
     progress: Callable[[int], None] | None = None,
     engine: str = "auto",
     data_bars: Mapping[str, pl.DataFrame] | None = None,
+    funding: pl.DataFrame | None = None,
 ) -> list[WalkForwardFold]:
     """Optimise on each train window, then run the winner on the following test window.
 
     The test run starts `warm-up` bars before the test window so indicators are defined when it
     begins; no trade can happen in those bars (the strategy is still warming up). The train
     windows run on `engine`; every test window runs on the event-driven kernels. `data_bars`
-    (the artifact's `data:` inputs) are given whole to every window: they are read point in time.
+    (the artifact's `data:` inputs) and `funding` are given whole to every window: they are read
+    point in time.
     """
     if train_bars <= 0 or test_bars <= 0:
         raise SweepError("walk-forward needs positive train and test lengths")
@@ -408,6 +414,7 @@ def walk_forward(
                 engine=engine,
                 runner=runner,
                 data_bars=data_bars,
+                funding=funding,
             )
             winner = best(results, objective)
             art = apply_params(artifact, winner.params)
@@ -421,6 +428,7 @@ def walk_forward(
                     0,
                     "event",
                     dict(data_bars) if data_bars is not None else None,
+                    funding,
                 )
             )
             folds.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -251,3 +252,22 @@ def test_sweep_with_data_inputs_runs_the_fast_path_like_the_kernels() -> None:
     assert len({r.trades for r in auto}) > 1  # the swept input node matters
     missing = sweep(art(), btc, combos[:1], executor="serial")  # no data bars given
     assert missing[0].error and "ETH/USDT" in missing[0].error
+
+
+def test_sweep_charges_funding_on_both_engines(
+    rsi_artifact: tuple[Artifact, SignalGraph], sample_bars: pl.DataFrame
+) -> None:
+    from feeds.funding import read_funding
+
+    funding = read_funding(
+        Path(__file__).resolve().parents[2] / "examples" / "data" / "btcusdt-funding-synthetic.csv"
+    )
+    bars = sample_bars.head(3000)
+    combos = [{"nodes.rsi.params.period": p} for p in (10, 14)]
+    auto = sweep(rsi_artifact[0], bars, combos, executor="serial", funding=funding)
+    event = sweep(rsi_artifact[0], bars, combos, executor="serial", engine="event", funding=funding)
+    free = sweep(rsi_artifact[0], bars, combos, executor="serial")
+    assert [r.engine for r in auto] == ["fast", "fast"]
+    assert [r.metrics["funding_paid"] for r in auto] == [r.metrics["funding_paid"] for r in event]
+    assert all(r.metrics["funding_paid"] > 0 for r in auto)  # type: ignore[operator]
+    assert all(f.metrics["funding_paid"] == 0 for f in free)

@@ -451,7 +451,7 @@ def review(
         result.artifact.version,
         summary,
         {
-            "repo": str(repo.path),
+            "repo": str(Path(repo.path).resolve()),  # absolute: any process may promote it
             "artifact_sha": content_hash(result.artifact),
             "base_version": current.version,
             "gates": [asdict(g) for g in report.gates],

@@ -276,21 +276,18 @@ def cmd_review(args: argparse.Namespace) -> int:
         for r in pending_reviews(repo):
             print(f"{r['review_id']}  {r['name']} (of v{r['base_version']})  {r['status']}")
         return 0
+    if args.on_approve and not args.approve:
+        raise StratagemError("--on-approve goes with --approve ID")
     if actions:
         approvals = _approvals(args)
         v: Any
         try:
+            if args.approve:
+                return _approve(args, repo, approvals)
             if args.promote:
                 v = promote(repo, approvals, args.promote)
             else:
-                v = decide(
-                    repo,
-                    approvals,
-                    args.approve or args.reject,
-                    approve=bool(args.approve),
-                    by=args.by,
-                    note=args.note,
-                )
+                v = decide(repo, approvals, args.reject, approve=False, by=args.by, note=args.note)
         finally:
             approvals.close()
         if v is None:
@@ -303,6 +300,34 @@ def cmd_review(args: argparse.Namespace) -> int:
             "review needs NAME and --run RUN_DIR (or one of --approve/--reject/--promote/--list)"
         )
     return _run_review(args, repo)
+
+
+def _approve(args: argparse.Namespace, repo: Any, approvals: Any) -> int:
+    """`--approve ID`: record, then promote / hot-swap as `--on-approve` (default: the service's
+    `[review] on_approve`) says. Exit 0 when every step did what was asked (no runner, or no
+    session trading the artifact, is not a failure), 3 when one was refused (printed)."""
+    from compiler.review import pending_reviews
+    from stratagem.service.review_chain import approve, describe
+    from stratagem.service.state import ConflictError, NotFoundError
+
+    known = {r["review_id"]: r["status"] for r in pending_reviews(repo)}
+    if args.approve not in known:
+        raise StratagemError(
+            f"{repo.path}: no review {args.approve!r}; known: {sorted(known) or 'none'} "
+            "(`stratagem review --list`)"
+        )
+    try:
+        row = approve(
+            approvals.state, args.approve, args.by, args.note, mode=args.on_approve, repo=repo
+        )
+    except (NotFoundError, ConflictError) as exc:
+        raise StratagemError(f"review {args.approve}: {exc}") from None
+    steps = row.get("outcome") or {}
+    promoted = steps.get("promote") or {}
+    if promoted.get("status") == "promoted":
+        print(f"promoted: committed v{promoted['version']} {promoted['commit'][:10]}")
+    print(describe(row))
+    return 0 if all(s.get("ok") for s in steps.values()) else 3
 
 
 def _run_review(args: argparse.Namespace, repo: Any) -> int:
@@ -416,9 +441,10 @@ def register(sub: Any) -> None:
         description="Gates: schema -> backtest better than the current version on the same "
         "held-out window -> paper trading the last --paper-hours of recorded bars (replayed "
         "over the bar bus, simulated venue) -> approval. A candidate that passed the first three "
-        "waits for approval (exit 0); `--approve ID` records the decision and promotes it (a new "
-        "head version with every gate in its provenance); `--promote ID` promotes one approved "
-        "elsewhere (API, Telegram). Exit 3 when a gate failed; nothing is committed then.",
+        "waits for approval (exit 0); `--approve ID` records the decision, promotes it (a new "
+        "head version with every gate in its provenance) and hot-swaps the running sessions of "
+        "that artifact (`--on-approve`, `[review] on_approve`); `--promote ID` promotes one "
+        "approved elsewhere. Exit 3 when a gate failed or a step after the approval was refused.",
     )
     q.add_argument("name", nargs="?", help="strategy name in --repo")
     q.add_argument("--repo", required=True)
@@ -430,7 +456,19 @@ def register(sub: Any) -> None:
         "--max-refusals", type=int, default=5, help="risk refusals allowed in the paper window"
     )
     q.add_argument("--config", help="service settings TOML (where approvals are kept)")
-    q.add_argument("--approve", metavar="ID", help="approve a pending review and promote it")
+    q.add_argument(
+        "--approve",
+        metavar="ID",
+        help="approve a pending review, then promote it and hot-swap the running sessions of "
+        "that artifact (as --on-approve says)",
+    )
+    q.add_argument(
+        "--on-approve",
+        choices=("record", "promote", "promote_and_swap"),
+        help="what --approve does after recording: record only, promote (commit the new head "
+        "version), or promote_and_swap (then hot-swap every running session of the artifact, "
+        "acknowledged); default: the service's [review] on_approve (promote_and_swap)",
+    )
     q.add_argument("--reject", metavar="ID", help="reject a pending review")
     q.add_argument("--promote", metavar="ID", help="promote a review approved elsewhere")
     q.add_argument("--list", action="store_true", help="list saved reviews")

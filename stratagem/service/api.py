@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from compiler.tv_alerts import MAX_ALERT_BYTES, AlertAuthError, AlertError, parse_alert
+from stratagem.service import review_chain
 from stratagem.service.bus import Update
 from stratagem.service.dashboard import STATIC_DIR, equity_svg, fmt_num, render
 from stratagem.service.health import summary as health_summary
@@ -332,16 +333,22 @@ def create_app(state: ServiceState, *, monotonic: Callable[[], float] = time.mon
         rows = state.query(f"SELECT * FROM approvals {where} ORDER BY ts_ns, approval_id", params)
         for r in rows:
             r["payload"] = json.loads(r["payload"])
-        return rows
+        return [state.with_outcome(r) for r in rows]
 
     @app.post(f"{API}/approvals", tags=["approvals"], status_code=201,
               summary="Submit a proposal for human approval")  # fmt: skip
     def submit_approval(body: ApprovalRequest, who: Who) -> dict[str, Any]:
         return state.request_approval(body.name, body.version, body.summary, body.payload)
 
-    @app.post(f"{API}/approvals/{{approval_id}}/approve", tags=["approvals"], summary="Approve")
+    @app.post(f"{API}/approvals/{{approval_id}}/approve", tags=["approvals"],
+              summary="Approve; a review is then promoted and hot-swapped ([review] on_approve)",
+              description="Records the decision (409 when already decided). For a review made by "
+              "`stratagem review`, `[review] on_approve` then promotes it (refused when a gate "
+              "failed or the head moved) and hot-swaps every running session of that artifact, "
+              "acknowledged. `outcome.promote` / `outcome.swap` say what each step did; a later "
+              "step never undoes an earlier one.")  # fmt: skip
     def approve(approval_id: str, body: Decision, who: Who) -> dict[str, Any]:
-        return state.decide(approval_id, "approved", f"api:{who}", body.note)
+        return review_chain.approve(state, approval_id, f"api:{who}", body.note)
 
     @app.post(f"{API}/approvals/{{approval_id}}/reject", tags=["approvals"], summary="Reject")
     def reject(approval_id: str, body: Decision, who: Who) -> dict[str, Any]:

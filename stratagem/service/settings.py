@@ -110,6 +110,23 @@ class RunnerSettings(BaseModel):
         return self.state_dir / "health.json"
 
 
+OnApprove = Literal["record", "promote", "promote_and_swap"]
+
+
+class ReviewSettings(BaseModel):
+    """`[review]`: what approving a reviewed revision does after the decision is recorded.
+
+    `promote_and_swap` (default) is DESIGN's pipeline, "... -> human approval -> hot-swap": the
+    person approves the revision *replacing the running version*, every automated gate already
+    passed, promotion still refuses a head that moved, and the session still refuses a swap it
+    cannot carry state across (instrument, side, `data:` inputs). `promote` commits the new
+    head version and leaves the swap to `stratagem service swap`; `record` only records.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    on_approve: OnApprove = "promote_and_swap"
+
+
 class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     db_path: Path = Path("runs/readmodel.sqlite")
@@ -128,6 +145,7 @@ class ServiceSettings(BaseModel):
     #: seconds between live refreshes of running paper runs into the read model (0 = off)
     live_refresh_s: float = Field(default=2.0, ge=0)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with every secret replaced by '***' (for logs)."""

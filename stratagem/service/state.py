@@ -72,6 +72,8 @@ class ServiceState:
         self._raised = {  # health alert ids already journaled (one alert per episode)
             str(r["alert_id"]) for r in self.journal.records() if r["kind"] == "service_alert"
         }
+        self._outcomes: dict[str, dict[str, Any]] = {}  # approval id -> step -> its record
+        self._outcomes_size = -1  # journal size when `_outcomes` was read
 
     # -- reads -----------------------------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -125,10 +127,56 @@ class ServiceState:
         return row
 
     def approval(self, approval_id: str) -> dict[str, Any]:
+        """The approval row, with `outcome` (promotion / hot-swap after an approval) once known."""
         rows = self.query("SELECT * FROM approvals WHERE approval_id = ?", (approval_id,))
         if not rows:
             raise NotFoundError(f"no approval {approval_id!r}; GET /api/v1/approvals lists them")
-        return rows[0]
+        return self.with_outcome(rows[0])
+
+    def with_outcome(self, row: dict[str, Any]) -> dict[str, Any]:
+        """`row` plus `outcome`: {step: its latest journaled result} or None (nothing followed)."""
+        return {**row, "outcome": self.approval_outcomes().get(str(row["approval_id"]))}
+
+    def approval_outcomes(self) -> dict[str, dict[str, Any]]:
+        """approval id -> {"promote": {...}, "swap": {...}} from the journal's `approval_step`
+        records (the journal is shared by every process; re-read only when it grew)."""
+        with self.lock:
+            size = self.journal.path.stat().st_size
+            if size != self._outcomes_size:
+                outcomes: dict[str, dict[str, Any]] = {}
+                for r in self.journal.records():
+                    if r["kind"] == "approval_step":
+                        step = {k: v for k, v in r.items() if k not in ("prev", "kind")}
+                        outcomes.setdefault(str(r["approval_id"]), {})[str(r["step"])] = step
+                self._outcomes, self._outcomes_size = outcomes, size
+            return self._outcomes
+
+    def record_approval_step(
+        self, approval_id: str, step: str, status: str, detail: str, ok: bool, **fields: Any
+    ) -> dict[str, Any]:
+        """Journal what one step after an approval did (promote, swap) and show it: the
+        approval's `outcome`, an alert on the dashboard (a warning when the step did not do
+        what was asked), a push to live views. Returns the approval row with its outcome."""
+        name = self.approval(approval_id)["name"]
+        self._record(
+            "approval_step", approval_id=approval_id, step=step, status=status,
+            detail=detail, ok=ok, **fields,
+        )  # fmt: skip
+        alert = {
+            "alert_id": f"approval:{approval_id}:{step}",
+            "alert_kind": "approval",
+            "severity": "info" if ok else "warning",
+            "message": f"{name} review {approval_id}: {step} {status}: {detail}"[:500],
+        }
+        with self.lock:
+            self._raised.add(alert["alert_id"])
+        rec = self._record("service_alert", **alert)
+        self.bus.publish(
+            "alert", {**alert, "kind": "approval", "run_id": "service", "ts_ns": rec["ts_ns"]}
+        )
+        row = self.approval(approval_id)
+        self.bus.publish("approval", row)
+        return row
 
     def decide(
         self,

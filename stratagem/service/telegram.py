@@ -27,7 +27,7 @@ from telegram.ext import (
     filters,
 )
 
-from stratagem.service import ServiceError
+from stratagem.service import ServiceError, review_chain
 from stratagem.service.bus import Update as BusUpdate
 from stratagem.service.dashboard import fmt_num, fmt_ts
 from stratagem.service.state import ConflictError, NotFoundError, ServiceState
@@ -39,7 +39,8 @@ HELP = """stratagem bot
 /strategies - strategies and their last run
 /positions - last position per run
 /history [run] - recent trades and the equity chart
-/approve <id> | /reject <id> - decide a pending approval (no id: the chat proposal)
+/approve <id> | /reject <id> - decide a pending approval (no id: the chat proposal);
+  an approved review is promoted and hot-swapped ([review] on_approve)
 /pause [name] | /resume [name] - pause or resume a strategy (enforced by the service runner)
 /kill [reason] - kill switch: cancel all, block new orders (enforced by the service runner)
 Anything else is sent to the strategy compiler."""
@@ -256,18 +257,18 @@ class Bot:
                 return
             await self._reply(update, f"usage: /{status[:-1]} <approval id> (see /status)")
             return
+        who, note = self._who(update), " ".join(context.args[1:])
         try:
-            row = await asyncio.to_thread(
-                self.state.decide,
-                context.args[0],
-                status,
-                self._who(update),
-                " ".join(context.args[1:]),
-            )
+            if status == "approved":  # then promote / hot-swap as [review] on_approve says
+                row = await asyncio.to_thread(
+                    review_chain.approve, self.state, context.args[0], who, note
+                )
+            else:
+                row = await asyncio.to_thread(self.state.decide, context.args[0], status, who, note)
         except (NotFoundError, ConflictError) as exc:
             await self._reply(update, str(exc))
             return
-        await self._reply(update, f"{row['approval_id']}: {row['status']}")
+        await self._reply(update, review_chain.describe(row))
 
     async def cmd_approve(self, update: Update, context: ContextT) -> None:
         await self._decide(update, context, "approved")

@@ -131,7 +131,10 @@ def test_compile_prompt_and_chat_against_stub(
         assert "proposed sma-trend v2" in out and "committed v2" in out and "+version: 2" in out
 
 
-def test_review_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_review_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default service state (approvals) goes to ./runs
     faster = json.loads(json.dumps(DRAFT))
     faster["nodes"]["fast"]["params"]["period"] = 5
     run_dir = tmp_path / "run"
@@ -176,3 +179,4 @@ def test_review_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         assert statuses[0] == "passed", report["compile_errors"]
         assert code == (3 if "failed" in statuses else 0)
         assert "schema    passed" in out and "approval" in out
+        assert (tmp_path / "runs").is_dir()  # kept in the test's directory, not the repo's

@@ -429,7 +429,8 @@ class StrategySession:
         self.cfg = cfg
         self.stopping = stopping
         artifact, lines = load_with_lines(cfg.artifact_path)
-        self.artifact: Artifact = artifact
+        self.artifact: Artifact = artifact  # the version the run started with (recovery base)
+        self.current: Artifact = artifact  # the version trading now (after hot-swaps)
         self.graph: SignalGraph = check(artifact, str(cfg.artifact_path), lines)
         self.topic = bar_topic(artifact.instrument.symbol, artifact.instrument.timeframe)
         self.tf_ns = timeframe_to_ns(artifact.instrument.timeframe)
@@ -465,7 +466,7 @@ class StrategySession:
         return {
             "run_id": self.cfg.run_id,
             "run_dir": str(self.cfg.run_dir),
-            "artifact": f"{self.artifact.name} v{self.artifact.version}",
+            "artifact": f"{self.current.name} v{self.current.version}",
             "state": self.state,
             "alive": self.alive(),
             "bars": self.bars,
@@ -581,6 +582,7 @@ class StrategySession:
                 self._rewrite_account(account_path, loop)
                 last_ts = rec.last_bar_ts
                 self.paused, self.killed = sk.paused, loop.killed
+                self.current = sk.artifact  # swaps in the log were replayed
                 log.warning(
                     "session %s: recovered from %s (%d records, %d bars, position %d)",
                     cfg.name,
@@ -754,6 +756,7 @@ class StrategySession:
             p.ok, p.detail = False, f"{type(exc).__name__}: {exc}"
         finally:
             self.paused, self.killed, self.dropped = sk.paused, loop.killed, loop.dropped
+            self.current = sk.artifact
             p.done.set()
 
     def _stage_swap(self, sk: StrategyKernel, path: Path) -> dict[str, Any]:

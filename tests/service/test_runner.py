@@ -170,6 +170,7 @@ def test_kill_pause_resume_swap_from_the_api_are_enforced(
         h2 = runner.wait_bars(runner.health()["strategies"]["sma"]["bars"] + 40)  # type: ignore[index]
         assert h2["strategies"]["sma"]["killed"] is True
         assert h2["strategies"]["rsi"]["paused"] is False
+        assert h2["strategies"]["rsi"]["artifact"] == "rsi-reversion v2"  # the swapped-in version
         page = client.get("/partials/service").text  # the dashboard's "Running strategies"
         assert '<span class="bad">killed</span>' in page and ">rsi</a>" in page
         state.refresh_live()

@@ -55,6 +55,7 @@ _NODES: list[type[BaseModel]] = [
     s.ConfluenceNode,
     s.PythonNode,
     s.SentimentNode,
+    s.RegimeNode,
 ]
 
 

@@ -24,6 +24,7 @@ from artifacts.schema import (
     IndicatorNode,
     LookbackNode,
     PythonNode,
+    RegimeNode,
     ResampleNode,
     RisingNode,
     ValueType,
@@ -101,6 +102,8 @@ def _node_warmup(node_id: str, artifact: Artifact, bindings: Mapping[str, Indica
         return node.bars
     if isinstance(node, PythonNode):
         return node.warmup
+    if isinstance(node, RegimeNode):
+        return node.warmup()
     return 0
 
 

@@ -493,6 +493,78 @@ class SentimentNode(NodeBase):
         return "float"
 
 
+_REGIME_DEFAULTS: Final[dict[str, dict[str, float | int]]] = {
+    "volatility": {"window": 100, "low_pct": 33.0, "high_pct": 67.0},
+    "trend": {"threshold": 0.3},
+}
+
+
+class RegimeNode(NodeBase):
+    """The market state on each bar as a float code, to gate rules on (`threshold` on it, `==`).
+
+    `volatility`: rv = sample stdev (n - 1) of the last `lookback` log returns ln(x[t] / x[t-1]);
+    pr = 100 x (how many of the `window - 1` previous rv values are strictly below rv) / (window - 1);
+    0 = low (pr <= `low_pct`), 2 = high (pr >= `high_pct`), else 1 = normal (defaults: window 100,
+    33 / 67). `trend`: Kaufman's efficiency ratio er = |x[t] - x[t-lookback]| / sum of the
+    `lookback` |x[i] - x[i-1]| (0 when the path is 0); 1 = up / -1 = down when er >= `threshold`
+    (default 0.3) and the change is > 0 / < 0, else 0 = range. `input` defaults to close. NaN while
+    any value used is undefined (warm-up: lookback + window - 1 steps, or lookback); a
+    non-positive price gives an undefined log return. Parameters of the other method are errors.
+    """
+
+    kind: Literal["regime"]
+    method: Literal["volatility", "trend"]
+    input: str = "close"
+    lookback: int = Field(default=20, ge=2, le=10_000)
+    window: int | None = Field(default=None, ge=2, le=100_000)
+    low_pct: float | None = Field(default=None, ge=0, le=100)
+    high_pct: float | None = Field(default=None, ge=0, le=100)
+    threshold: float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_fields(cls, value: object) -> object:
+        """Fill the method's defaults so the canonical form (and hash) pins them; refuse the others."""
+        if not isinstance(value, dict) or value.get("method") not in _REGIME_DEFAULTS:
+            return value
+        method = value["method"]
+        for other, params in _REGIME_DEFAULTS.items():
+            if other == method:
+                continue
+            for name in params:
+                if value.get(name) is not None:
+                    raise ValueError(
+                        f"{name} applies to method {other} only; remove {name} "
+                        f"(method {method} takes {', '.join(_REGIME_DEFAULTS[method])})"
+                    )
+        return {**_REGIME_DEFAULTS[method], **{k: v for k, v in value.items() if v is not None}}
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegimeNode:
+        if (
+            self.low_pct is not None
+            and self.high_pct is not None
+            and not self.low_pct < self.high_pct
+        ):
+            raise ValueError(
+                f"low_pct {self.low_pct} must be below high_pct {self.high_pct} (e.g. 33 and 67)"
+            )
+        return self
+
+    def refs(self) -> list[tuple[str, str, ValueType]]:
+        return [("input", self.input, "float")]
+
+    def output_type(self) -> ValueType:
+        return "float"
+
+    def warmup(self) -> int:
+        """Leading undefined steps over a fully defined input."""
+        if self.method == "volatility":
+            assert self.window is not None
+            return self.lookback + self.window - 1
+        return self.lookback
+
+
 Node = Annotated[
     IndicatorNode
     | ThresholdNode
@@ -511,7 +583,8 @@ Node = Annotated[
     | ConvictionNode
     | ConfluenceNode
     | PythonNode
-    | SentimentNode,
+    | SentimentNode
+    | RegimeNode,
     Field(discriminator="kind"),
 ]
 
@@ -535,6 +608,7 @@ NODE_KINDS: Final[tuple[str, ...]] = (
     "confluence",
     "python",
     "sentiment",
+    "regime",
 )
 
 

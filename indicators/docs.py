@@ -19,6 +19,35 @@ def _param(name: str, p: ParamSpec) -> str:
     return f"`{name}`={p.default!r} ({p.type.__name__}, {_fmt(p.min)}..{_fmt(p.max)})"
 
 
+#: The regime node (`kind: regime`, indicators.nodes.VolatilityRegime / TrendRegime) is a signal-DAG
+#: node, not a registry indicator; it is described here next to the indicators it complements.
+_REGIME_SECTION: tuple[str, ...] = (
+    "## Regime nodes (`kind: regime`)",
+    "",
+    "A signal-DAG node that classifies the market state on each bar into a float code, so rules",
+    'can be gated by regime through existing nodes, e.g. `{kind: threshold, input: vol, op: "==",',
+    "value: 2}`. `input` (default `close`) may be any float node, e.g. a `resample` for a",
+    "higher-timeframe regime. See `examples/sma-regime.yaml`.",
+    "",
+    "- `method: volatility` (`lookback`, `window` = 100, `low_pct` = 33, `high_pct` = 67):",
+    "  rv[t] = sample standard deviation (n - 1) of the last `lookback` log returns",
+    "  ln(x[t] / x[t-1]); pr = 100 x (number of the `window - 1` previous rv values strictly",
+    "  below rv[t]) / (window - 1); state 0 = low if pr <= `low_pct`, 2 = high if pr >= `high_pct`,",
+    "  else 1 = normal. Constant prices (rv = 0, all tied) are low.",
+    "- `method: trend` (`lookback`, `threshold` = 0.3): Kaufman's efficiency ratio",
+    "  er = |x[t] - x[t-lookback]| / sum over the last `lookback` steps of |x[i] - x[i-1]|",
+    "  (er = 0 when that path is 0); state 1 = up if er >= `threshold` and the change is > 0,",
+    "  -1 = down if er >= `threshold` and the change is < 0, else 0 = range.",
+    "- **Warm-up and NaN:** NaN while any value it uses is undefined: `lookback + window - 1` steps",
+    "  (volatility) or `lookback` steps (trend) over a defined input; the graph's warm-up adds this",
+    "  on the node's path. A non-positive price has no log return (NaN). Only bars <= t are used.",
+    "- **Exactness:** the event-driven node and the fast path's vectorised loop sum in the same",
+    "  order and give bit-identical codes (tests/strategy_kernel/test_regime.py, with numpy oracles",
+    "  of both definitions). Per bar the work is O(lookback + window). Re-parameterising a strategy",
+    "  by regime (other parameters per state) is not supported yet; gating is.",
+)
+
+
 def render(benchmark_table: str = "") -> str:
     """The whole markdown page (deterministic: sorted names, no timestamps)."""
     lines = [
@@ -92,6 +121,7 @@ def render(benchmark_table: str = "") -> str:
         )
     lines += ["", "## TA-Lib functions not registered", ""]
     lines += [f"- `{n}`: {why}" for n, why in sorted(EXCLUDED_TALIB.items())]
+    lines += ["", *_REGIME_SECTION]
     lines += ["", "## Benchmark", "", _BENCH_MARKER]
     if benchmark_table:
         lines += ["", benchmark_table.rstrip()]

@@ -201,6 +201,101 @@ class Lookback:
         self.window.extend(float(x) for x in state)
 
 
+def realized_vol(returns: Sequence[float]) -> float:
+    """Sample stdev (n - 1) of the returns, summed left to right (the fast path sums the same way)."""
+    n = len(returns)
+    total = 0.0
+    for r in returns:
+        total += r
+    mean = total / n
+    ss = 0.0
+    for r in returns:
+        d = r - mean
+        ss += d * d
+    return math.sqrt(ss / (n - 1))  # NaN in, NaN out (inf gives inf - inf = NaN)
+
+
+class VolatilityRegime:
+    """0 / 1 / 2 = low / normal / high realised volatility against its own recent history.
+
+    rv = realized_vol of the last `lookback` log returns; the state ranks rv among the previous
+    `window - 1` rv values (artifacts.schema.RegimeNode gives the exact rule). NaN until defined.
+    """
+
+    clocked = True
+
+    def __init__(self, lookback: int, window: int, low_pct: float, high_pct: float) -> None:
+        self.window, self.low_pct, self.high_pct = window, low_pct, high_pct
+        self.prev = math.nan
+        self.returns: deque[float] = deque(maxlen=lookback)
+        self.rvs: deque[float] = deque(maxlen=window)
+
+    def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        x = float(args[0])
+        prev, self.prev = self.prev, x
+        # a non-positive or undefined price (or a ratio underflowing to 0) has no log return
+        q = x / prev if x > 0 and prev > 0 else math.nan
+        self.returns.append(math.log(q) if q > 0 else math.nan)
+        rv = math.nan
+        if len(self.returns) == self.returns.maxlen:
+            rv = realized_vol(self.returns)
+        self.rvs.append(rv)
+        if len(self.rvs) < self.window or any(v != v for v in self.rvs):
+            return math.nan
+        below = sum(1 for v in islice(self.rvs, self.window - 1) if v < rv)
+        pr = 100.0 * below / (self.window - 1)
+        return 0.0 if pr <= self.low_pct else 2.0 if pr >= self.high_pct else 1.0
+
+    def snapshot(self) -> Any:
+        return (self.prev, list(self.returns), list(self.rvs))
+
+    def restore(self, state: Any) -> None:
+        self.prev = float(state[0])
+        self.returns.clear()
+        self.returns.extend(float(x) for x in state[1])
+        self.rvs.clear()
+        self.rvs.extend(float(x) for x in state[2])
+
+
+class TrendRegime:
+    """1 / 0 / -1 = up / range / down from Kaufman's efficiency ratio over `lookback` steps.
+
+    er = |x[t] - x[t-lookback]| / sum of |x[i] - x[i-1]| (0 when that path is 0); a trend needs
+    er >= threshold, its sign is the change's. NaN while any value in the window is undefined.
+    """
+
+    clocked = True
+
+    def __init__(self, lookback: int, threshold: float) -> None:
+        self.threshold = threshold
+        self.window: deque[float] = deque(maxlen=lookback + 1)
+
+    def update(self, args: Sequence[Value], bar: BarValues) -> Value:
+        self.window.append(float(args[0]))
+        w = self.window
+        if len(w) < (w.maxlen or 0):
+            return math.nan
+        change = w[-1] - w[0]
+        path = 0.0
+        for a, b in zip(w, islice(w, 1, None), strict=False):
+            path += abs(b - a)
+        if change != change or path != path:
+            return math.nan
+        er = abs(change) / path if path > 0 else 0.0
+        if er >= self.threshold and change > 0:
+            return 1.0
+        if er >= self.threshold and change < 0:
+            return -1.0
+        return 0.0
+
+    def snapshot(self) -> Any:
+        return list(self.window)
+
+    def restore(self, state: Any) -> None:
+        self.window.clear()
+        self.window.extend(float(x) for x in state)
+
+
 class Level:
     """A price band evaluated with the level modes (touch/above/below/break_up/break_down/retest).
 

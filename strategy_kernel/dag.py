@@ -29,6 +29,7 @@ from artifacts.schema import (
     LookbackNode,
     NotNode,
     PythonNode,
+    RegimeNode,
     ResampleNode,
     RisingNode,
     SentimentNode,
@@ -60,6 +61,15 @@ def sn_sentiment_signal(signal: Any) -> sn.SignalNode:
     """The sentiment adapter satisfies the SignalNode protocol (typed loosely to keep imports lazy)."""
     node: sn.SignalNode = signal
     return node
+
+
+def regime_signal(node: RegimeNode) -> sn.SignalNode:
+    """The streaming classifier of a regime node (its method's parameters were filled by the schema)."""
+    if node.method == "volatility":
+        assert node.window is not None and node.low_pct is not None and node.high_pct is not None
+        return sn.VolatilityRegime(node.lookback, node.window, node.low_pct, node.high_pct)
+    assert node.threshold is not None
+    return sn.TrendRegime(node.lookback, node.threshold)
 
 
 def _build(node_id: str, artifact: Artifact, graph: SignalGraph, base_dir: Path) -> _Compiled:
@@ -117,6 +127,8 @@ def _build(node_id: str, artifact: Artifact, graph: SignalGraph, base_dir: Path)
     elif isinstance(node, ConfluenceNode):
         impl = sn.Confluence(node.method, len(node.inputs), node.weights, node.k, node.threshold)
         inputs = (*node.inputs, *node.vetoes)
+    elif isinstance(node, RegimeNode):
+        impl, inputs = regime_signal(node), (node.input,)
     elif isinstance(node, SentimentNode):
         from indicators.sentiment import SentimentSeries, SentimentSignal, make_scorer
 

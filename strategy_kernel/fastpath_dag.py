@@ -1,7 +1,8 @@
 """Vectorised signal DAG: every node of a checked graph over the whole bar array at once.
 
 The values equal what `strategy_kernel.dag.DagEvaluator` holds after each bar, node by node:
-- clocked nodes (indicators, cross, rising/falling, lookback, levels, time windows, resample)
+- clocked nodes (indicators, cross, rising/falling, lookback, levels, time windows, resample,
+  regime)
   step only on the bars where one of their clocks ticks (the base clock every bar, a resample
   clock when its bucket completes) and hold their value in between;
 - pure nodes (threshold, all/any/not, conviction, confluence) are functions of their inputs on
@@ -35,6 +36,7 @@ from artifacts.schema import (
     IndicatorNode,
     LookbackNode,
     NotNode,
+    RegimeNode,
     ResampleNode,
     RisingNode,
     ThresholdNode,
@@ -232,6 +234,69 @@ def _confluence_loop(
         r = _fsum(wv, c) / norm
         r = r if r < 1.0 else 1.0
         out[i] = r if r > -1.0 else -1.0
+    return out
+
+
+@numba.njit(cache=True)
+def _vol_regime_loop(
+    x: FloatArray, lookback: int, window: int, low_pct: float, high_pct: float
+) -> FloatArray:  # pragma: no cover - compiled
+    """indicators.nodes.VolatilityRegime over its step values, the same float operations in order."""
+    n = x.shape[0]
+    r = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        prev = x[i - 1] if i > 0 else np.nan
+        q = x[i] / prev if x[i] > 0 and prev > 0 else np.nan
+        r[i] = math.log(q) if q > 0 else np.nan
+    rv = np.full(n, np.nan)
+    for i in range(lookback - 1, n):
+        total = 0.0
+        for j in range(i - lookback + 1, i + 1):
+            total += r[j]
+        mean = total / lookback
+        ss = 0.0
+        for j in range(i - lookback + 1, i + 1):
+            d = r[j] - mean
+            ss += d * d
+        rv[i] = math.sqrt(ss / (lookback - 1))
+    out = np.full(n, np.nan)
+    for i in range(window - 1, n):
+        defined = True
+        below = 0
+        for j in range(i - window + 1, i + 1):
+            if math.isnan(rv[j]):
+                defined = False
+                break
+            if j < i and rv[j] < rv[i]:
+                below += 1
+        if not defined:
+            continue
+        pr = 100.0 * below / (window - 1)
+        out[i] = 0.0 if pr <= low_pct else (2.0 if pr >= high_pct else 1.0)
+    return out
+
+
+@numba.njit(cache=True)
+def _trend_regime_loop(
+    x: FloatArray, lookback: int, threshold: float
+) -> FloatArray:  # pragma: no cover - compiled
+    """indicators.nodes.TrendRegime (efficiency ratio) over its step values."""
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    for i in range(lookback, n):
+        change = x[i] - x[i - lookback]
+        path = 0.0
+        for j in range(i - lookback + 1, i + 1):
+            path += abs(x[j] - x[j - 1])
+        if math.isnan(change) or math.isnan(path):
+            continue
+        er = abs(change) / path if path > 0 else 0.0
+        if er >= threshold and change > 0:
+            out[i] = 1.0
+        elif er >= threshold and change < 0:
+            out[i] = -1.0
+        else:
+            out[i] = 0.0
     return out
 
 
@@ -499,7 +564,7 @@ def _inputs_of(node: object, graph: SignalGraph, nid: str) -> tuple[str, ...]:
         return (node.a,) if not isinstance(node.b, str) else (node.a, node.b)
     if isinstance(node, AllNode | AnyNode):
         return tuple(node.inputs)
-    if isinstance(node, NotNode | RisingNode | LookbackNode | ResampleNode):
+    if isinstance(node, NotNode | RisingNode | LookbackNode | ResampleNode | RegimeNode):
         return (node.input,)
     if isinstance(node, ConvictionNode):
         return (node.input,) if node.input is not None else (str(node.when),)
@@ -600,6 +665,15 @@ def _clocked(
             np.maximum.accumulate(last_break, out=last_break)
             run = idx - last_break
         return np.asarray(run >= node.bars, dtype=np.bool_)
+    if isinstance(node, RegimeNode):
+        x = np.ascontiguousarray(steps[0], dtype=np.float64)
+        if node.method == "volatility":
+            assert (
+                node.window is not None and node.low_pct is not None and node.high_pct is not None
+            )
+            return _vol_regime_loop(x, node.lookback, node.window, node.low_pct, node.high_pct)
+        assert node.threshold is not None
+        return _trend_regime_loop(x, node.lookback, node.threshold)
     if isinstance(node, LookbackNode):
         x = np.asarray(steps[0], dtype=np.float64)
         out_f = np.full(m, np.nan)

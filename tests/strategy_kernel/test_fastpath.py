@@ -182,6 +182,22 @@ def _node_artifact(draw: st.DrawFn, closes: np.ndarray[Any, Any]) -> Artifact:
             "method": "veto",
             "vetoes": ["neg"],
         },
+        "vol_reg": {
+            "kind": "regime",
+            "method": "volatility",
+            "lookback": draw(st.integers(2, 20)),
+            "window": draw(st.integers(2, 60)),
+            "low_pct": draw(st.floats(0, 49)),
+            "high_pct": draw(st.floats(51, 100)),
+        },
+        "trend_reg": {
+            "kind": "regime",
+            "method": "trend",
+            "input": draw(st.sampled_from(["close", "fast"])),
+            "lookback": draw(st.integers(2, 30)),
+            "threshold": draw(st.floats(0.01, 1)),
+        },
+        "h4_reg": {"kind": "regime", "method": "trend", "input": "h4", "lookback": 3},
     }
     data = {
         "schema": "stratagem/v1",

@@ -798,6 +798,9 @@ class Risk(Strict):
     max_daily_loss_pct: float | None = Field(default=None, gt=0, le=100)
     max_consecutive_losses: int | None = Field(default=None, ge=1)
     cooldown_bars: int = Field(default=0, ge=0)
+    # drawdown circuit breaker: trips once equity <= peak * (1 - pct/100); None = off (and left
+    # out of the canonical form, so artifacts without it keep their content hash)
+    max_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
     portfolio: PortfolioLimits | None = None  # only used when run with other strategies
 
     def effective_sizing(self) -> Sizing:

@@ -171,6 +171,29 @@ class StrategyKernel:
         self.log.append("decision", ts_ns, action="cancel_entry", why=why)
         return [self._cancel(ts_ns, self.entry_id)]
 
+    def reset_drawdown_breaker(self, ts_ns: int, why: str) -> None:
+        """Clear a tripped drawdown breaker (the service's resume): the peak restarts at equity now."""
+        if not self.risk.drawdown_tripped:
+            return
+        self.risk.reset_drawdown()
+        self._log_breaker(ts_ns, "reset", why)
+
+    def _log_breaker(self, ts_ns: int, action: str, why: str) -> None:
+        """One hash-chained record per trip or reset of the max_drawdown_pct breaker."""
+        r = self.risk
+        dd = (r.peak_equity - r.equity) / r.peak_equity * 100 if r.peak_equity else 0.0
+        self.log.append(
+            "breaker",
+            ts_ns,
+            action=action,
+            rule="risk.max_drawdown_pct",
+            limit_pct=self.artifact.risk.max_drawdown_pct,
+            peak=r.peak_equity,
+            equity=r.equity,
+            drawdown_pct=dd,
+            why=why,
+        )
+
     def sent_commands(self, seqs: Iterable[int]) -> list[m.Message]:
         """Commands still in the resend buffer, in the order asked for."""
         return [self._sent[s] for s in seqs if s in self._sent]
@@ -253,6 +276,8 @@ class StrategyKernel:
         if self._vol_lookback:
             self._closes.append(c)
         self.risk.on_bar(ts, self.equity())
+        if self.risk.check_drawdown(self.artifact.risk.max_drawdown_pct):
+            self._log_breaker(ts, "trip", "risk.max_drawdown_pct reached")
         out: list[m.Message] = []
         if self.phase is _EXITED:
             self._transition(Trigger.NEXT_BAR, ts, "bookkeeping done")
@@ -273,6 +298,12 @@ class StrategyKernel:
                 self.log.append("decision", ts, action="skip_entry", why="paused by control")
             else:
                 out.extend(self._enter(ts, bar))
+        elif self.phase is _ENTERED and self.entry_id and self.risk.drawdown_tripped:
+            self.log.append(
+                "decision", ts, action="cancel_entry", why="risk.max_drawdown_pct breaker tripped"
+            )
+            out.append(self._cancel(ts, self.entry_id))
+            self.entry_deadline_bar = None
         elif (
             self.phase is _ENTERED
             and self.entry_id
@@ -879,6 +910,13 @@ class StrategyKernel:
                 continue
             if self.paused:
                 self.log.append("decision", ts, action="skip_add", why="paused by control", rule=k)
+                continue
+            if self.risk.drawdown_tripped:
+                self._refuse(
+                    ts,
+                    "risk.max_drawdown_pct",
+                    f"entry.scale_in[{k}]: the drawdown breaker tripped; no new risk",
+                )
                 continue
             self._adds[k] += 1
             lots = math.floor(self._first_fill * rule.size_pct / 100)

@@ -5,8 +5,8 @@ replays in one `@njit` loop what `run_backtest` does with the real kernels: per 
 simulated venue matches the working orders (GTD expiry, market -> stops -> limits, fills with
 slippage and ceil fees, reduce-only brackets `<id>.sl`/`<id>.tpN` placed by the entry's fill,
 flat -> remaining reduce-only orders cancelled), then the strategy state machine decides on the
-close (gates, sizing, stop/targets, entry, invalid_if, timeout, break-even/trailing, exit
-condition, time exit). All money is integer ticks/lots/notional units, as in the kernels.
+close (gates, the drawdown breaker, sizing, stop/targets, entry, invalid_if, timeout,
+break-even/trailing, exit condition, time exit). All money is integer ticks/lots/notional units, as in the kernels.
 
 The bracket-activation rule is the order kernel's: `bracket_same_bar()` probes the real kernel
 once (are children live in the parent's fill bar?) and the loop follows the answer.
@@ -116,8 +116,9 @@ O_NCOLS = 16
     S_NLEGS,
     S_NPEND,
     S_FUND,
-) = range(28)
-S_N = 28
+    S_DD_TRIPPED,
+) = range(29)
+S_N = 29
 # trade record columns (then targets, then exit-reason roles)
 (
     T_COUNTER,
@@ -192,10 +193,12 @@ PQ_AMEND, PQ_CANCEL = 0, 1
     Q_TR_R,
     Q_EQ0,
     Q_UNIT,
-) = range(11)
-Q_N = 11
-# float state
-F_DSE, F_REQ = 0, 1
+    Q_MAX_DD,
+) = range(12)
+Q_N = 12
+# float state: day-start equity, equity at the decision, peak equity (drawdown breaker)
+F_DSE, F_REQ, F_PEAK = 0, 1, 2
+F_N = 3
 
 
 @dataclass
@@ -718,6 +721,8 @@ def _plan(
 ) -> bool:  # pragma: no cover - compiled
     """strategy_kernel.risk.plan_entry; out = [lots, has_stop, stop, risk_units]. False: refused."""
     # check_gates (with its side effect on the loss-streak pause)
+    if st[S_DD_TRIPPED] == 1:
+        return False
     if not math.isnan(pf[Q_DAILY]) and fs[F_DSE] > 0:
         loss_pct = (fs[F_DSE] - fs[F_REQ]) / fs[F_DSE] * 100
         if loss_pct >= pf[Q_DAILY]:
@@ -843,7 +848,8 @@ def _run(
     st = np.zeros(  # scalars, then the scale bookkeeping and its command queue
         S_N + 2 * ntp + n_in + n_out + 3 * (ntp + 2) * (2 * cap_orders + 2), dtype=np.int64
     )
-    fs = np.zeros(2, dtype=np.float64)
+    fs = np.zeros(F_N, dtype=np.float64)
+    fs[F_PEAK] = pf[Q_EQ0]
     width = T_BASE + ntp + ntp + 3 + n_out
     cur = np.zeros(width, dtype=np.int64)
     trades = np.zeros((64, width), dtype=np.int64)
@@ -986,6 +992,14 @@ def _run(
             st[S_DAY] = day
             fs[F_DSE] = eq
         fs[F_REQ] = eq
+        if eq > fs[F_PEAK]:
+            fs[F_PEAK] = eq
+        if (  # RiskState.check_drawdown: trips once, on this bar's equity and peak
+            st[S_DD_TRIPPED] == 0
+            and not math.isnan(pf[Q_MAX_DD])
+            and eq <= fs[F_PEAK] * (1 - pf[Q_MAX_DD] / 100)
+        ):
+            st[S_DD_TRIPPED] = 1
         if st[S_PHASE] == PH_EXITED:
             st[S_PHASE] = PH_LOOKING
         go = True
@@ -1071,8 +1085,8 @@ def _run(
             elif (
                 ph == PH_ENTERED
                 and st[S_ENTRY_LIVE] == 1
-                and (inv or (pi[P_SHOT] == 1 and ts_dec >= pi[P_EXPIRES]))
-            ):  # invalid_if, or one_shot: cancelled at the first decision from expiry on
+                and (st[S_DD_TRIPPED] == 1 or inv or (pi[P_SHOT] == 1 and ts_dec >= pi[P_EXPIRES]))
+            ):  # drawdown breaker, invalid_if, one_shot (at the first decision from expiry on)
                 _cancel(st[S_ENTRY_SLOT], ords, st, pi, cur)
                 st[S_DEADLINE] = -1
             elif ph == PH_ENTERED:
@@ -1183,6 +1197,8 @@ def _run(
                         if done:
                             break
                         if st[S_N + 2 * ntp + r] >= in_max[r] or not in_when[r, i]:
+                            continue
+                        if st[S_DD_TRIPPED] == 1:  # refused: no new risk, the add is not used
                             continue
                         st[S_N + 2 * ntp + r] += 1
                         lots = int(math.floor(st[S_FIRST_FILL] * in_pct[r] / 100))  # noqa: RUF046
@@ -1378,6 +1394,7 @@ def _params(artifact: Artifact, graph: SignalGraph, tf_ns: int, atr_warmup: int)
     pf[Q_LOT] = float(inst.size_increment)
     pf[Q_EQ0] = a.backtest.initial_equity
     pf[Q_UNIT] = float(inst.price_increment * inst.size_increment)
+    pf[Q_MAX_DD] = a.risk.max_drawdown_pct if a.risk.max_drawdown_pct is not None else math.nan
     return pi, pf
 
 

@@ -27,6 +27,12 @@ class RiskState:
     paused_day: int = -1  # entries blocked for this UTC day (loss streak)
     cooldown_until_ns: int = 0
     closed_pnl: list[float] = field(default_factory=list)
+    peak_equity: float = math.nan  # highest equity at any decision (and the start) of the run
+    drawdown_tripped: bool = False  # the max_drawdown_pct breaker: no new risk until reset
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.peak_equity):
+            self.peak_equity = self.initial_equity
 
     def on_bar(self, ts_ns: int, equity: float) -> None:
         day = ts_ns // NS_PER_DAY
@@ -34,6 +40,26 @@ class RiskState:
             self.day = day
             self.day_start_equity = equity
         self.equity = equity
+        if equity > self.peak_equity:
+            self.peak_equity = equity
+
+    def check_drawdown(self, max_drawdown_pct: float | None) -> bool:
+        """Trip the breaker if equity has fallen `max_drawdown_pct` % below its peak.
+
+        True only on the decision that trips it (the caller logs it once); the peak was
+        already updated by `on_bar`, so the check sees this bar's equity and peak.
+        """
+        if max_drawdown_pct is None or self.drawdown_tripped:
+            return False
+        if self.equity <= self.peak_equity * (1 - max_drawdown_pct / 100):
+            self.drawdown_tripped = True
+            return True
+        return False
+
+    def reset_drawdown(self) -> None:
+        """A human cleared the breaker: re-arm it with the current equity as the new peak."""
+        self.drawdown_tripped = False
+        self.peak_equity = self.equity
 
     def on_trade_closed(self, ts_ns: int, pnl: float, cooldown_bars: int = 0) -> None:
         self.closed_pnl.append(pnl)
@@ -61,6 +87,13 @@ def sizing_warmup(artifact: Artifact) -> int:
 def check_gates(artifact: Artifact, risk: RiskState, ts_ns: int) -> str | None:
     """The first rule that blocks a new entry now, as 'rule: detail', or None."""
     r = artifact.risk
+    if risk.drawdown_tripped:
+        dd = (risk.peak_equity - risk.equity) / risk.peak_equity * 100 if risk.peak_equity else 0.0
+        return (
+            f"risk.max_drawdown_pct: the drawdown breaker tripped (now {dd:.2f}% below the peak "
+            f"{risk.peak_equity:.2f}, limit {r.max_drawdown_pct}%); no new risk until a new run "
+            "or a resume"
+        )
     if r.max_daily_loss_pct is not None and risk.day_start_equity > 0:
         loss_pct = (risk.day_start_equity - risk.equity) / risk.day_start_equity * 100
         if loss_pct >= r.max_daily_loss_pct:

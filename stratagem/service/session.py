@@ -143,6 +143,7 @@ def apply_control(
         return sk.cancel_entry(ts, "paused by control"), False
     if action == "resume":
         sk.paused = False
+        sk.reset_drawdown_breaker(ts, "resumed by control")  # a human re-arms the breaker
         return [], False
     if action == "kill":
         sk.paused = True

@@ -22,6 +22,7 @@ import polars as pl
 from artifacts.graph import SignalGraph, check
 from artifacts.io import content_hash
 from artifacts.schema import Artifact
+from feeds.errors import FeedError
 from feeds.schema import UnstructuredItem, timeframe_to_ns
 from indicators.nodes import BarValues
 from order_kernel import messages as m
@@ -136,13 +137,17 @@ class FundingSchedule:
     interval_ns: int
     ts_ns: list[int]
     rate_ppb: list[int]
-    settlements: int  # settlement times inside the run's bars
+    due: range  # the settlement times inside the run's bars (the venue charges each one)
     missing_ts_ns: list[int]  # of those, the ones with no published rate
+
+    def install(self, venue: SimVenue, symbol: str) -> None:
+        """Give the simulated venue these rates: it decides the rate of every settlement."""
+        venue.set_funding_schedule(symbol, self.ts_ns, self.rate_ppb)
 
     def record(self) -> dict[str, object]:
         return {
             "interval_ns": self.interval_ns,
-            "settlements": self.settlements,
+            "settlements": len(self.due),
             "missing": len(self.missing_ts_ns),
             "first_missing_ts_ns": self.missing_ts_ns[:5],
             "rule": "a settlement without a rate pays the newest earlier one (0 before the first)",
@@ -163,7 +168,7 @@ def funding_schedule(
         )
     try:
         check_funding(funding)
-    except Exception as exc:
+    except FeedError as exc:
         raise BacktestError(f"the funding rates are not usable: {exc}") from None
     interval = int(funding["interval_ns"][0])
     ts = [int(t) for t in funding["ts_ns"].to_list()]
@@ -175,7 +180,7 @@ def funding_schedule(
         interval_ns=interval,
         ts_ns=ts,
         rate_ppb=[rate_to_ppb(r) for r in funding["funding_rate"].to_list()],
-        settlements=len(due),
+        due=due,
         missing_ts_ns=[t for t in due if t not in published],
     )
 
@@ -244,7 +249,7 @@ def run_backtest(
             **({"funding_interval_ns": schedule.interval_ns} if schedule else {}),
         )
         if schedule is not None:
-            venue.set_funding_schedule(inst.symbol, schedule.ts_ns, schedule.rate_ppb)
+            schedule.install(venue, inst.symbol)
         local = OrderKernel(session_id, {inst.symbol: inst}, venue)
         # A backtest can be rerun at will, so its order log is not fsynced record by record.
         olog = OrderLog(out_dir / "orders.log", fsync="never") if out_dir else None

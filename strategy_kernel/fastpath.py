@@ -1554,24 +1554,23 @@ def _funding_per_bar(
     artifact: Artifact, bars: pl.DataFrame, ts: I64, tf_ns: int, funding: pl.DataFrame | None
 ) -> tuple[I64, I64]:
     """(offsets per bar, rates in ppb) of the settlements each bar is charged: the order kernel
-    charges every settlement before a bar's end that an earlier bar did not, at the rate
-    `SimVenue.funding_rate_ppb` gives it (newest published at or before; 0 before the first)."""
+    charges every settlement before a bar's end that an earlier bar did not, at the rate the
+    simulated venue gives it (the same `SimVenue.funding_rate_ppb`, fed the same schedule)."""
     n = ts.shape[0]
     if funding is None:
         return np.zeros(n + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    from order_kernel.venues.sim import SimVenue
     from strategy_kernel.backtest import funding_schedule
 
     sched = funding_schedule(artifact, bars, funding)
-    interval = sched.interval_ns
-    first = -(-int(ts[0]) // interval) * interval
-    ends = ts + tf_ns
-    count = max(0, -(-(int(ends[-1]) - first) // interval))
-    due = first + np.arange(count, dtype=np.int64) * np.int64(interval)
-    bar_of = np.searchsorted(ends, due, side="right")  # the first bar ending after it
-    pub = np.asarray(sched.ts_ns, dtype=np.int64)
-    k = np.searchsorted(pub, due, side="right") - 1
-    rates = np.asarray(sched.rate_ppb, dtype=np.int64)
-    ppb = np.where(k >= 0, rates[np.maximum(k, 0)], 0).astype(np.int64)
+    symbol = artifact.instrument.symbol
+    venue = SimVenue(funding_interval_ns=sched.interval_ns)
+    sched.install(venue, symbol)
+    due = np.fromiter(sched.due, dtype=np.int64, count=len(sched.due))
+    ppb = np.fromiter(
+        (venue.funding_rate_ppb(symbol, t) for t in sched.due), dtype=np.int64, count=len(due)
+    )
+    bar_of = np.searchsorted(ts + tf_ns, due, side="right")  # the first bar ending after it
     offsets = np.zeros(n + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.bincount(bar_of, minlength=n)[:n])
     return offsets, ppb

@@ -378,20 +378,9 @@ def test_sweep_command_feeds_data_inputs_from_bars_files(
     for sym, seed in (("btc", 1), ("eth", 2)):
         frame: pl.DataFrame = generate_bars(seed=seed, start_ns=start, n=900, timeframe="1h")
         write_bars(frame, tmp_path / f"{sym}.csv")
-    (tmp_path / "a.yaml").write_text(
-        "schema: stratagem/v1\nname: btc-eth\nversion: 1\n"
-        "instrument: {venue: sim, symbol: BTC/USDT, timeframe: 1h}\n"
-        "data: {eth: {symbol: ETH/USDT, timeframe: 1h}}\n"
-        "nodes:\n"
-        "  fast: {kind: indicator, fn: SMA, inputs: [close], params: {period: 5}}\n"
-        "  slow: {kind: indicator, fn: SMA, inputs: [close], params: {period: 20}}\n"
-        "  golden: {kind: cross, a: fast, b: slow, direction: above}\n"
-        "  eth_sma: {kind: indicator, fn: SMA, inputs: [eth.close], params: {period: 10}}\n"
-        "  eth_up: {kind: threshold, input: eth.close, op: '>', value: eth_sma}\n"
-        "  go: {kind: all, inputs: [golden, eth_up]}\n"
-        "entry: {when: go, side: long}\n"
-        "exit: {stop_loss: {pct: 2.0}, when: {node: eth.close, op: '<', value: eth_sma}}\n"
-    )
+    from test_cli_portfolio import BTC_ETH
+
+    (tmp_path / "a.yaml").write_text(BTC_ETH)
     args = ["sweep", str(tmp_path / "a.yaml"), "--param", "nodes.eth_sma.params.period=5,10"]
     args += ["--data", str(tmp_path / "btc.csv"), "--executor", "serial", "--json"]
     assert main([*args, "--bars", f"ETH/USDT={tmp_path / 'eth.csv'}"]) == 0

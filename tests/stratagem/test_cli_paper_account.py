@@ -9,33 +9,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from test_cli_portfolio import BTC_ETH, DATA, RSI, SMA  # one copy of the artifact and paths
 
 from order_kernel.log import verify
 from stratagem.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
-RSI = ROOT / "examples" / "rsi-reversion.yaml"
-SMA = ROOT / "examples" / "sma-cross.yaml"
-DATA = ROOT / "examples" / "data" / "btcusdt-1h-synthetic.csv"
 WINDOW = ["--from", "2024-01-01", "--to", "2024-03-01"]
-
-BTC_ETH = """schema: stratagem/v1
-name: btc-eth
-version: 1
-instrument: {venue: sim, symbol: BTC/USDT, timeframe: 1h}
-data:
-  eth: {symbol: ETH/USDT, timeframe: 1h}
-nodes:
-  fast: {kind: indicator, fn: SMA, inputs: [close], params: {period: 5}}
-  slow: {kind: indicator, fn: SMA, inputs: [close], params: {period: 20}}
-  golden: {kind: cross, a: fast, b: slow, direction: above}
-  eth_sma: {kind: indicator, fn: SMA, inputs: [eth.close], params: {period: 10}}
-  eth_up: {kind: threshold, input: eth.close, op: ">", value: eth_sma}
-  go: {kind: all, inputs: [golden, eth_up]}
-entry: {when: go, side: long}
-exit: {stop_loss: {pct: 2}, time_exit: {count: 12, unit: bars}}
-risk: {sizing: {method: pct_equity, value: 50}}
-"""
 
 
 @pytest.fixture

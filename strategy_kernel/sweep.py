@@ -285,9 +285,7 @@ class _Runner:
         results: list[SweepResult] = []
         if self.executor == "auto" and self._pool is None and tasks:
             started = time.perf_counter()  # chooses the executor only; never reaches a result
-            results.append(evaluate(tasks[0]))
-            if progress:
-                progress(1)
+            results = self._serial(tasks[:1], progress)
             estimate = (time.perf_counter() - started) * (len(tasks) - 1)
             tasks = tasks[1:]
             if estimate <= POOL_WORTH_S or self.workers <= 1:
